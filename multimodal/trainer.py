@@ -1,0 +1,126 @@
+"""One training loop for every stage: AdamW + warmup/cosine, validation every K steps, early stopping, resume."""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+@dataclass
+class LoopCfg:
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 100
+    eval_every: int = 100
+    patience: int = 5  # validations without improvement before stopping early
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; biases, norms and embeddings' scales stay undecayed."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if k in names}
+
+
+def run_loop(
+    module: torch.nn.Module,
+    loss_fn: Callable[[int], torch.Tensor],
+    validate: Callable[[], float],
+    cfg: LoopCfg,
+    resume_path: Path | None = None,
+    desc: str = "train",
+) -> dict:
+    """Train the parameters of `module` that require grad; keep (and restore) the best validated state.
+
+    loss_fn(step) returns the loss of one batch; validate() returns a metric where higher is better.
+    """
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
+    state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0, "history": []}
+    best = trainable_state(module)
+    if resume_path is not None and resume_path.exists():
+        saved = torch.load(resume_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(saved["current"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state, best = saved["state"], saved["best"]
+        torch.set_rng_state(saved["torch_rng"])
+    module.train()
+    bar = tqdm(range(state["step"], cfg.steps), desc=desc, initial=state["step"], total=cfg.steps, mininterval=5)
+    running = None
+    for step in bar:
+        loss = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{running:.4f}", best=f"{state['best_metric']:.4f}", refresh=False)
+        state["step"] = step + 1
+        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+            if _validate_and_track(module, validate, state, running, best_holder := [best]):
+                best = best_holder[0]
+            if resume_path is not None:
+                _save_resume(resume_path, module, optimizer, scheduler, state, best)
+            if state["bad_evals"] >= cfg.patience:
+                tqdm.write(f"{desc}: early stop at step {state['step']} (best {state['best_metric']:.4f} at {state['best_step']})")
+                break
+    module.load_state_dict(best, strict=False)
+    module.eval()
+    return {**state, "cfg": asdict(cfg)}
+
+
+def _validate_and_track(module, validate, state: dict, running_loss, best_holder: list) -> bool:
+    module.eval()
+    metric = float(validate())
+    module.train()
+    state["history"].append({"step": state["step"], "train_loss": running_loss, "val_metric": metric})
+    tqdm.write(f"step {state['step']}: train loss {running_loss:.4f}, validation {metric:.4f}")
+    if metric > state["best_metric"]:
+        state.update(best_metric=metric, best_step=state["step"], bad_evals=0)
+        best_holder[0] = trainable_state(module)
+        return True
+    state["bad_evals"] += 1
+    return False
+
+
+def _save_resume(path: Path, module, optimizer, scheduler, state, best) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"current": trainable_state(module), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "state": state, "best": best, "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
