@@ -19,6 +19,7 @@ class VisionCfg:
     open_clip_config: dict[str, Any] | None = None  # custom {"embed_dim", "vision_cfg", "text_cfg"}
     pretrained: str | None = None  # local path of an open_clip state dict (never a hub tag)
     token_grid: int = 4  # vision tokens are average-pooled to token_grid x token_grid
+    global_token: bool = True  # prepend the CLIP image embedding (the contrastively trained summary) as one more token
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 

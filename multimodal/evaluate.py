@@ -131,6 +131,9 @@ def evaluate_checkpoint(folder: Path, sentiment: dict | None = None, vqa_limit: 
     metrics["captions_heldout"] = caption_accuracy(pipe)
     metrics["zero_shot_heldout"] = zero_shot_accuracy(pipe)
     metrics["real_photos"] = real_photo_check(pipe)
+    train_report = folder / "train_report.json"
+    trained = json.loads(train_report.read_text()) if train_report.exists() else {}
+    sentiment = sentiment or trained.get("stages", {}).get("sentiment")
     if sentiment is not None:
         metrics["sentiment_heldout"] = {k: sentiment[k] for k in ("sizes", "test_seed")} | {
             v: sentiment[v]["test"] for v in ("fused", "text_only", "image_only")}
@@ -138,12 +141,11 @@ def evaluate_checkpoint(folder: Path, sentiment: dict | None = None, vqa_limit: 
         metrics["sentiment_heldout"] = previous["metrics"]["sentiment_heldout"]
     if int8:
         metrics["int8_cpu"] = int8_comparison(folder, pipe, test, metrics["easyvqa_test"]["exact_match"])
-    train_report = folder / "train_report.json"
     report = {
         "model_version": pipe.model_version,
         "metrics": metrics,
         "commands": {
-            "train": json.loads(train_report.read_text())["command"] if train_report.exists() else previous.get("commands", {}).get("train"),
+            "train": trained.get("command") or previous.get("commands", {}).get("train"),
             "evaluate": f"python -m multimodal.evaluate {folder.as_posix()}",
         },
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},

@@ -8,7 +8,22 @@ from torch import nn
 from .config import ModelCfg
 from .projector import build_projector
 from .splice import IMAGE_PLACEHOLDER_ID, splice_image_embeddings
-from .vision import VisionTokens, vision_width
+from .vision import VisionTokens, clip_embed_dim, vision_width
+
+
+class ImageProjector(nn.Module):
+    """Grid tokens (B, G, C) and, if configured, the CLIP image embedding (B, E) → LM space (B, [1+]G, D)."""
+
+    def __init__(self, cfg: ModelCfg, token_width: int, embed_dim: int, lm_width: int):
+        super().__init__()
+        self.grid = build_projector(cfg.projector.type, token_width, lm_width)
+        self.summary = build_projector(cfg.projector.type, embed_dim, lm_width) if cfg.vision.global_token else None
+
+    def forward(self, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        grid = self.grid(tokens)
+        if self.summary is None:
+            return grid
+        return torch.cat([self.summary(pooled)[:, None], grid], dim=1)
 
 
 class SentimentHead(nn.Module):
@@ -39,25 +54,26 @@ class VisionLanguageModel(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         lm_width = lm.get_input_embeddings().embedding_dim
-        self.projector = build_projector(cfg.projector.type, vision_width(clip), lm_width)
+        self.projector = ImageProjector(cfg, vision_width(clip), clip_embed_dim(clip), lm_width)
         self.sentiment_head = SentimentHead(lm_width, cfg.heads.hidden, len(cfg.heads.sentiment_labels))
 
     @property
     def n_image_tokens(self) -> int:
-        return self.cfg.vision.token_grid**2
+        return self.cfg.vision.token_grid**2 + int(self.cfg.vision.global_token)
 
     @property
     def device(self) -> torch.device:
-        return next(self.projector.parameters()).device
+        # the LM's input embedding: a parameter that int8 dynamic quantization leaves in place
+        return self.lm.get_input_embeddings().weight.device
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) → image embeddings in LM space (B, K, D)."""
-        tokens, _ = self.vision(pixels.to(self.device, self.projector_dtype))
-        return self.projector(tokens)
+        tokens, pooled = self.vision(pixels.to(self.device, self.projector_dtype))
+        return self.projector(tokens, pooled)
 
     @property
     def projector_dtype(self) -> torch.dtype:
-        return next(self.projector.parameters()).dtype
+        return self.lm.get_input_embeddings().weight.dtype
 
     def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         return splice_image_embeddings(self.lm.get_input_embeddings(), input_ids, image_embeds)

@@ -6,7 +6,9 @@ from .splice import IMAGE_PLACEHOLDER_ID, expand_image_placeholder
 IMAGE_MARK = "<image>"
 PROMPTS = {
     "caption": "<image> caption:",
-    "vqa": "<image> question: {question} answer:",
+    # The question comes first so that, under causal attention, every image position can already
+    # relate itself to what is asked (a "is there a red shape?" match is then local to each token).
+    "vqa": "question: {question} <image> answer:",
     "sentiment": "<image> post: {text}",
 }
 

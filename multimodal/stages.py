@@ -16,9 +16,10 @@ from .data.shapes import COLOURS, SHAPES
 from .language import words_of
 from .phrasings import BOTH_TEMPLATES, COLOUR_TEMPLATES, FACE_PHRASES, SHAPE_DESCRIPTIONS
 from .prompts import PROMPTS
-from .splice import labels_for
+from .splice import IGNORE_INDEX, labels_for
 from .trainer import LoopCfg, run_loop
 
+VISION_LR_SCALE = 0.5
 FACE_CAPTIONS = {"smile": "a smiling face.", "frown": "a frowning face.", "flat": "a face with a straight mouth."}
 IMAGE_SIZE = 64
 
@@ -126,11 +127,7 @@ def train_contrastive(model, corpus: Corpus, args, resume: Path) -> dict:
     tokenizer, rng, mean, std = clip_tokenizer(model), random.Random(args.seed + 1), model.cfg.vision.mean, model.cfg.vision.std
 
     def loss_fn(step: int) -> torch.Tensor:
-        batch = [rng.choice(corpus.shapes) for _ in range(128)]
-        phrases = [random_phrase(rng, attrs) for _, attrs in batch]
-        truth = torch.tensor([[float(phrase_is_true(claim, attrs)) for _, claim in phrases] for _, attrs in batch])
-        logits = model.clip_similarity(corpus.images.pixels([i for i, _ in batch], mean, std), tokenizer([p for p, _ in phrases]))
-        return multi_positive_clip_loss(logits, truth)
+        return contrastive_loss(model, corpus, tokenizer, rng, mean, std)
 
     def validate() -> float:
         return zero_shot_accuracy(model, corpus, tokenizer)
@@ -138,6 +135,31 @@ def train_contrastive(model, corpus: Corpus, args, resume: Path) -> dict:
     cfg = LoopCfg(steps=args.steps_contrastive, lr=5e-4, weight_decay=0.1, warmup=100, eval_every=args.eval_every,
                   patience=args.patience, seed=args.seed)
     return run_loop(model, loss_fn, validate, cfg, resume, desc="stage 1 contrastive")
+
+
+def train_align(model, corpus: Corpus, args, resume: Path) -> dict:
+    """Stage 2b: after stage 2 moved the vision tower, re-align the text tower to it (vision frozen)."""
+    from .pipeline import clip_tokenizer
+
+    _freeze_all(model)
+    for name, param in model.clip.named_parameters():
+        param.requires_grad = not name.startswith("visual.")
+    tokenizer, rng, mean, std = clip_tokenizer(model), random.Random(args.seed + 3), model.cfg.vision.mean, model.cfg.vision.std
+
+    def loss_fn(step: int) -> torch.Tensor:
+        return contrastive_loss(model, corpus, tokenizer, rng, mean, std)
+
+    cfg = LoopCfg(steps=args.steps_align, lr=3e-4, weight_decay=0.1, warmup=30, eval_every=max(50, args.eval_every // 2),
+                  patience=args.patience, seed=args.seed)
+    return run_loop(model, loss_fn, lambda: zero_shot_accuracy(model, corpus, tokenizer), cfg, resume, desc="stage 2b align")
+
+
+def contrastive_loss(model, corpus: Corpus, tokenizer, rng: random.Random, mean, std, batch_size: int = 128) -> torch.Tensor:
+    batch = [rng.choice(corpus.shapes) for _ in range(batch_size)]
+    phrases = [random_phrase(rng, attrs) for _, attrs in batch]
+    truth = torch.tensor([[float(phrase_is_true(claim, attrs)) for _, claim in phrases] for _, attrs in batch])
+    logits = model.clip_similarity(corpus.images.pixels([i for i, _ in batch], mean, std), tokenizer([p for p, _ in phrases]))
+    return multi_positive_clip_loss(logits, truth)
 
 
 @torch.no_grad()
@@ -180,14 +202,27 @@ def tokenized_generative_sets(model, corpus: Corpus):
     generated = [tokenize_generative(tok, k, i, "vqa", a, question=q) for i, q, a in corpus.vqa_generated]
     captions = [tokenize_generative(tok, k, i, "caption", c) for i, c in corpus.captions_train]
     faces = [tokenize_generative(tok, k, i, "caption", FACE_CAPTIONS[m]) for i, m in corpus.faces]
-    return [(vqa, 0.3), (generated, 0.2), (captions, 0.42), (faces, 0.08)]
+    return [(vqa, 0.25), (generated, 0.15), (captions, 0.54), (faces, 0.06)]
 
 
 def generative_loss(model, corpus: Corpus, examples: list[TokenizedExample]) -> torch.Tensor:
     ids, mask, prompt_lengths, images = generative_batch(examples, model.tokenizer.pad_token_id)
     pixels = corpus.images.pixels(images, model.cfg.vision.mean, model.cfg.vision.std)
     labels = labels_for(ids, prompt_lengths, mask)
-    return model(ids, mask, model.encode_images(pixels), labels=labels).loss
+    logits = model(ids, mask, model.encode_images(pixels)).logits
+    return per_sequence_loss(logits, labels)
+
+
+def per_sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged within each sequence, then over the batch.
+
+    A token-level mean would let a 30-token caption outweigh a 1-word VQA answer thirty to one.
+    logits (B, T, V), labels (B, T) with IGNORE_INDEX where no target.
+    """
+    shifted_logits, shifted_labels = logits[:, :-1].float(), labels[:, 1:]
+    token_loss = F.cross_entropy(shifted_logits.transpose(1, 2), shifted_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    counted = (shifted_labels != IGNORE_INDEX).float()
+    return ((token_loss * counted).sum(1) / counted.sum(1).clamp(min=1.0)).mean()
 
 
 def train_generative(model, corpus: Corpus, args, resume: Path) -> dict:
@@ -203,7 +238,9 @@ def train_generative(model, corpus: Corpus, args, resume: Path) -> dict:
 
     cfg = LoopCfg(steps=args.steps_generative, lr=lr, weight_decay=0.05, warmup=150, eval_every=args.eval_every,
                   patience=args.patience, seed=args.seed)
-    return {"trainable": counts, **run_loop(model, loss_fn, validate, cfg, resume, desc="stage 2 generative")}
+    # the contrastively pretrained tower moves slower than the new projector and LM
+    lr_scale = {"clip.visual.": VISION_LR_SCALE}
+    return {"trainable": counts, **run_loop(model, loss_fn, validate, cfg, resume, desc="stage 2 generative", lr_scale=lr_scale)}
 
 
 def generative_validation(model, corpus: Corpus, n_vqa: int = 600, n_captions: int = 200) -> float:

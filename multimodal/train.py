@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from . import stages
-from .checkpoint import build_model, load_model, save_pretrained
+from safetensors.torch import load_file
+
+from .checkpoint import build_model, load_model, load_part, save_pretrained
 from .config import get_preset
 from .trainer import seed_everything
 
@@ -25,12 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m multimodal.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, help="a config in multimodal/configs/ (lensq-tiny, lensq-smol)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    parser.add_argument("--stages", default="contrastive,generative,sentiment")
+    parser.add_argument("--stages", default="contrastive,generative,align,sentiment")
     parser.add_argument("--vision-from", type=Path, help="copy vision + text towers from this checkpoint")
     parser.add_argument("--init-from", type=Path, help="continue from this checkpoint (e.g. to run a later stage)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs"), help="resume files live here")
     parser.add_argument("--steps-contrastive", type=int, default=1500)
     parser.add_argument("--steps-generative", type=int, default=3000)
+    parser.add_argument("--steps-align", type=int, default=300)
     parser.add_argument("--steps-sentiment", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="stage 2 learning rate (default by preset)")
@@ -50,8 +53,8 @@ def initial_model(args: argparse.Namespace, corpus: stages.Corpus):
     cfg = get_preset(args.preset)
     model = build_model(cfg, vocabulary=corpus.vocabulary() if cfg.lm.source == "scratch" else None)
     if args.vision_from:
-        donor = load_model(args.vision_from)
-        model.clip.load_state_dict(donor.clip.state_dict())
+        for part in ("vision_tower", "text_tower"):
+            load_part(model, part, load_file(args.vision_from / f"{part}.safetensors"))
         print(f"towers copied from {args.vision_from}")
     return model
 
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
     work = args.work_dir / args.out.name
     report: dict = {"command": "python -m multimodal.train " + " ".join(sys.argv[1:] if argv is None else argv), "stages": {}}
     wanted = args.stages.split(",")
-    for stage in ("contrastive", "generative", "sentiment"):
+    for stage in ("contrastive", "generative", "align", "sentiment"):
         if stage in wanted:
             report["stages"][stage] = getattr(stages, f"train_{stage}")(model, corpus, args, work / f"{stage}.pt")
             save_pretrained(model, args.out)  # each finished stage is a usable checkpoint

@@ -40,13 +40,15 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only; biases, norms and embeddings' scales stay undecayed."""
-    decay, no_decay = [], []
+def param_groups(module: torch.nn.Module, lr: float, weight_decay: float, lr_scale: dict[str, float] | None = None) -> list[dict]:
+    """Weight decay on matrices only (biases and norms undecayed); lr_scale maps a name prefix to an LR factor."""
+    groups: dict[tuple[float, float], list] = {}
     for name, param in module.named_parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not param.requires_grad:
+            continue
+        scale = next((f for prefix, f in (lr_scale or {}).items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((scale, weight_decay if param.ndim >= 2 else 0.0), []).append(param)
+    return [{"params": params, "lr": lr * scale, "weight_decay": decay} for (scale, decay), params in groups.items()]
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -61,12 +63,13 @@ def run_loop(
     cfg: LoopCfg,
     resume_path: Path | None = None,
     desc: str = "train",
+    lr_scale: dict[str, float] | None = None,
 ) -> dict:
     """Train the parameters of `module` that require grad; keep (and restore) the best validated state.
 
     loss_fn(step) returns the loss of one batch; validate() returns a metric where higher is better.
     """
-    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.lr, cfg.weight_decay, lr_scale), lr=cfg.lr, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
     state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0, "history": []}
     best = trainable_state(module)

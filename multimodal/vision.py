@@ -35,6 +35,12 @@ def vision_width(clip: open_clip.CLIP) -> int:
     return clip.visual.ln_post.normalized_shape[0]
 
 
+def clip_embed_dim(clip: open_clip.CLIP) -> int:
+    """Width of the CLIP image embedding (the pooled token after the tower's projection)."""
+    proj = clip.visual.proj
+    return proj.shape[1] if proj is not None else vision_width(clip)
+
+
 def image_size(clip: open_clip.CLIP) -> int:
     size = clip.visual.image_size
     return size[0] if isinstance(size, (tuple, list)) else int(size)

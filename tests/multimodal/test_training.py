@@ -113,3 +113,17 @@ def test_multi_positive_clip_loss_prefers_true_pairs():
     good = multi_positive_clip_loss(10 * (2 * truth - 1), truth)
     bad = multi_positive_clip_loss(10 * (1 - 2 * truth), truth)
     assert good < 0.8 < bad
+
+
+def test_per_sequence_loss_weighs_each_sequence_equally():
+    from multimodal.splice import IGNORE_INDEX
+    from multimodal.stages import per_sequence_loss
+
+    logits = torch.zeros(2, 5, 3)
+    logits[0, :, 0] = 5.0  # row 0 predicts token 0 everywhere: right on its targets
+    labels = torch.full((2, 5), IGNORE_INDEX)
+    labels[0, 1:] = 0  # four targets, all right
+    labels[1, 4] = 1  # one target, uniform prediction
+    right = torch.nn.functional.cross_entropy(logits[0, 0:1], torch.tensor([0]))
+    expected = 0.5 * (right + torch.log(torch.tensor(3.0)))
+    assert torch.allclose(per_sequence_loss(logits, labels), expected, atol=1e-6)
