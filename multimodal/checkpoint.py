@@ -125,7 +125,10 @@ def checkpoint_version(name_or_path: str | Path) -> str:
     """'<name>@<8 hex>': a digest of the checkpoint's weight files, so results name what made them."""
     folder = resolve_checkpoint(name_or_path)
     digest = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json") and p.name != "eval.json")
+    # reports describe the weights, and tokenizer_config.json gains loader bookkeeping on each save:
+    # neither changes what the model computes (tokenizer.json holds the vocabulary and is hashed)
+    reports = {"eval.json", "train_report.json", "tokenizer_config.json"}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json") and p.name not in reports)
     for path in files:
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())

@@ -1,0 +1,1 @@
+"""The job ledger: SQLAlchemy models, sessions, queries and migrations (imports nothing else of LensQ)."""

@@ -1,0 +1,188 @@
+"""SQLAlchemy 2 models of the ledger: tenants, API keys, images, batches and jobs."""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Task(str, enum.Enum):
+    """What a job asks of the model."""
+
+    caption = "caption"
+    vqa = "vqa"
+    sentiment = "sentiment"
+    classify = "classify"
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life; the last three are final."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> uuid.UUID:
+    """A fresh random id."""
+    return uuid.uuid4()
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _in_values(column: str, enum_cls: type[enum.Enum]) -> str:
+    return f"{column} IN ({', '.join(repr(m.value) for m in enum_cls)})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every LensQ table."""
+
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, uuid.UUID: Uuid}
+
+
+class Tenant(Base):
+    """A customer: owns keys, images, batches and jobs."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
+
+
+class ApiKey(Base):
+    """A bearer key; only the sha256 of the token is stored, plus a short prefix to recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
+
+
+class Image(Base):
+    """An uploaded image, content-addressed by its sha256 within a tenant; stored once."""
+
+    __tablename__ = "images"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    format: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    """Many jobs submitted together; its counts are computed from its jobs."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_tenant_idempotency", "tenant_id", "idempotency_key", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    total: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """One request to the model for one image; the unit a worker claims, leases and finishes."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "image_sha256"], ["images.tenant_id", "images.sha256"], ondelete="CASCADE"),
+        CheckConstraint(_in_values("task", Task), name="ck_jobs_task"),
+        CheckConstraint(_in_values("status", JobStatus), name="ck_jobs_status"),
+        Index("ix_jobs_claim", "queue", "status", "priority", "created_at"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_batch", "batch_id", "batch_index"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_tenant_idempotency", "tenant_id", "idempotency_key", unique=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), default=None)
+    batch_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    ref: Mapped[str | None] = mapped_column(String(500), default=None)
+    task: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(100))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_token: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    model_version: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rung_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    image: Mapped[Image] = relationship(viewonly=True)

@@ -1,0 +1,371 @@
+"""The ledger's queries, keyword-only; callers own the transaction (see db.session.session_scope)."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import FINAL_STATUSES, ApiKey, Batch, Image, Job, JobStatus, Tenant, utcnow
+
+API_KEY_PREFIX = "lq_"
+
+
+# --- tenants and keys -------------------------------------------------------------------------
+
+def hash_api_key(token: str) -> str:
+    """The stored form of an API key: the hex sha256 of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def get_or_create_tenant(session: Session, *, name: str) -> Tenant:
+    """The tenant called `name`, created if missing."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name)
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def create_api_key(session: Session, *, tenant_id: uuid.UUID, name: str = "") -> tuple[ApiKey, str]:
+    """A new key for the tenant; returns the row and the token, which is shown once and never stored."""
+    token = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(tenant_id=tenant_id, name=name, prefix=token[: len(API_KEY_PREFIX) + 8], key_hash=hash_api_key(token))
+    session.add(key)
+    session.flush()
+    return key, token
+
+
+def tenant_for_api_key(session: Session, *, token: str) -> Tenant | None:
+    """The tenant owning a live (not revoked) key, or None."""
+    stmt = (
+        select(Tenant)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        .where(ApiKey.key_hash == hash_api_key(token), ApiKey.revoked_at.is_(None))
+    )
+    return session.scalar(stmt)
+
+
+def list_api_keys(session: Session, *, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Keys with their tenant's name, oldest first, optionally for one tenant."""
+    stmt = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
+    if tenant_name is not None:
+        stmt = stmt.where(Tenant.name == tenant_name)
+    return [(key, tenant) for key, tenant in session.execute(stmt).all()]
+
+
+def revoke_api_key(session: Session, *, prefix_or_id: str) -> int:
+    """Revokes the live keys whose prefix or id matches; returns how many."""
+    condition = ApiKey.prefix == prefix_or_id
+    try:
+        condition = or_(condition, ApiKey.id == uuid.UUID(prefix_or_id))
+    except ValueError:
+        pass
+    stmt = update(ApiKey).where(condition, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+    return session.execute(stmt).rowcount
+
+
+# --- images -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """A checked image: its bytes and what they are."""
+
+    data: bytes
+    sha256: str
+    format: str
+    width: int
+    height: int
+
+
+def store_image(session: Session, *, tenant_id: uuid.UUID, image: ImageFacts) -> None:
+    """Stores the image unless the tenant already has these bytes (content-addressed)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(Image).values(
+        tenant_id=tenant_id, sha256=image.sha256, data=image.data, format=image.format,
+        width=image.width, height=image.height, size_bytes=len(image.data), created_at=utcnow(),
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]))
+
+
+# --- submitting and reading jobs ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API hands the ledger for one job."""
+
+    task: str
+    queue: str
+    params: dict[str, Any]
+    image_sha256: str
+    priority: int = 0
+    ref: str | None = None
+    batch_index: int | None = None
+
+
+def insert_jobs(
+    session: Session, *, tenant_id: uuid.UUID, jobs: list[NewJob], max_attempts: int,
+    batch_id: uuid.UUID | None = None, idempotency_key: str | None = None, request_hash: str | None = None,
+) -> list[Job]:
+    """Inserts queued jobs (the key and hash apply to a single job) and returns them."""
+    now = utcnow()
+    rows = [
+        Job(
+            tenant_id=tenant_id, batch_id=batch_id, batch_index=new.batch_index, ref=new.ref, task=new.task,
+            queue=new.queue, params=new.params, image_sha256=new.image_sha256, priority=new.priority,
+            idempotency_key=idempotency_key, request_hash=request_hash, max_attempts=max_attempts,
+            status=JobStatus.queued.value, created_at=now, updated_at=now, queued_at=now, rung_at=now,
+        )
+        for new in jobs
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def find_job_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: str) -> Job | None:
+    """The tenant's job submitted with this Idempotency-Key, if any."""
+    return session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
+
+
+def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+    """The tenant's job, or None (another tenant's job is None too)."""
+    return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+def list_jobs(
+    session: Session, *, tenant_id: uuid.UUID, limit: int, status: str | None = None, task: str | None = None,
+    batch_id: uuid.UUID | None = None, after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Job]:
+    """The tenant's jobs, newest first, after the (created_at, id) cursor; at most `limit`."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if task is not None:
+        stmt = stmt.where(Job.task == task)
+    if batch_id is not None:
+        stmt = stmt.where(Job.batch_id == batch_id)
+    if after is not None:
+        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(*after))
+    return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+
+def cancel_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+    """Cancels a queued or running job (a running one's result is then discarded); returns the job."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+        .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now, lease_expires_at=None)
+    )
+    session.expire_all()
+    return get_job(session, tenant_id=tenant_id, job_id=job_id)
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+def insert_batch(
+    session: Session, *, tenant_id: uuid.UUID, total: int, idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Batch:
+    """A new batch row (its jobs are inserted with insert_jobs)."""
+    batch = Batch(tenant_id=tenant_id, total=total, idempotency_key=idempotency_key, request_hash=request_hash)
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def find_batch_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: str) -> Batch | None:
+    """The tenant's batch submitted with this Idempotency-Key, if any."""
+    return session.scalar(select(Batch).where(Batch.tenant_id == tenant_id, Batch.idempotency_key == key))
+
+
+def get_batch(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID) -> Batch | None:
+    """The tenant's batch, or None."""
+    return session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == tenant_id))
+
+
+def batch_counts(session: Session, *, batch_id: uuid.UUID) -> dict[str, int]:
+    """How many of the batch's jobs are in each status (every status present, zeros included)."""
+    rows = session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status))
+    counts = {status.value: 0 for status in JobStatus}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def batch_jobs(session: Session, *, batch_id: uuid.UUID) -> list[Job]:
+    """The batch's jobs in submission order."""
+    return list(session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.batch_index)))
+
+
+# --- the worker's side: claim, lease, write ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker holds a lease on, with the image bytes it needs."""
+
+    id: uuid.UUID
+    task: str
+    params: dict[str, Any]
+    image_data: bytes
+    image_sha256: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claim_batch hands a worker: its lease token and the jobs it now holds."""
+
+    lease_token: str
+    jobs: list[ClaimedJob] = field(default_factory=list)
+
+
+# Highest priority first, then oldest, then a batch's own order.
+CLAIM_ORDER = (Job.priority.desc(), Job.created_at, Job.batch_index, Job.id)
+
+
+def _queued_ids_to_claim(session: Session, *, queue: str, limit: int) -> list[uuid.UUID]:
+    stmt = (
+        select(Job.id)
+        .where(Job.queue == queue, Job.status == JobStatus.queued.value)
+        .order_by(*CLAIM_ORDER)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)  # concurrent workers take disjoint rows
+    # SQLite: the transaction began with BEGIN IMMEDIATE (db.session), so this worker is the only writer.
+    return list(session.scalars(stmt))
+
+
+def claim_batch(session: Session, *, queue: str, worker_id: str, limit: int, lease_seconds: float) -> Claim:
+    """Leases up to `limit` queued jobs of `queue` to the worker, highest priority then oldest first."""
+    ids = _queued_ids_to_claim(session, queue=queue, limit=limit)
+    claim = Claim(lease_token=secrets.token_hex(16))
+    if not ids:
+        return claim
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ids))
+        .values(
+            status=JobStatus.running.value, lease_owner=worker_id, lease_token=claim.lease_token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1,
+            started_at=now, updated_at=now,
+        )
+    )
+    rows = session.execute(
+        select(Job.id, Job.task, Job.params, Job.image_sha256, Image.data)
+        .join(Image, (Image.tenant_id == Job.tenant_id) & (Image.sha256 == Job.image_sha256))
+        .where(Job.id.in_(ids))
+        .order_by(*CLAIM_ORDER)
+    )
+    claim.jobs.extend(
+        ClaimedJob(id=r.id, task=r.task, params=r.params or {}, image_sha256=r.image_sha256, image_data=r.data)
+        for r in rows
+    )
+    return claim
+
+
+def extend_leases(session: Session, *, lease_token: str, lease_seconds: float) -> int:
+    """Pushes back the expiry of every job still held under this lease; returns how many."""
+    now = utcnow()
+    stmt = (
+        update(Job)
+        .where(Job.lease_token == lease_token, Job.status == JobStatus.running.value)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+    )
+    return session.execute(stmt).rowcount
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """The end of one job as a worker saw it: a result, or an error."""
+
+    job_id: uuid.UUID
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    model_version: str | None = None
+
+
+def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutcome]) -> int:
+    """Writes outcomes only for jobs still running under this lease; returns how many were written."""
+    now = utcnow()
+    written = 0
+    for outcome in outcomes:
+        status = JobStatus.failed if outcome.error is not None else JobStatus.succeeded
+        stmt = (
+            update(Job)
+            .where(Job.id == outcome.job_id, Job.lease_token == lease_token, Job.status == JobStatus.running.value)
+            .values(
+                status=status.value, result=outcome.result, error=outcome.error, model_version=outcome.model_version,
+                finished_at=now, updated_at=now, lease_expires_at=None,
+            )
+        )
+        written += session.execute(stmt).rowcount
+    return written
+
+
+# --- the sweeper's side -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep did: jobs re-queued per queue, and jobs failed after max_attempts."""
+
+    requeued: dict[str, int]
+    failed: int
+
+
+def requeue_expired(session: Session, *, now: datetime | None = None) -> SweepReport:
+    """Jobs whose lease expired (their worker died) go back to queued, or fail after max_attempts."""
+    now = now or utcnow()
+    stmt = select(Job).where(Job.status == JobStatus.running.value, Job.lease_expires_at < now)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    requeued: Counter[str] = Counter()
+    failed = 0
+    for job in session.scalars(stmt):
+        job.lease_expires_at = None
+        job.lease_token = None
+        job.updated_at = now
+        if job.attempts >= job.max_attempts:
+            job.status, job.finished_at = JobStatus.failed.value, now
+            job.error = f"worker lost: the lease expired on each of {job.attempts} attempts"
+            failed += 1
+        else:
+            job.status, job.queued_at, job.rung_at = JobStatus.queued.value, now, now
+            requeued[job.queue] += 1
+    session.flush()
+    return SweepReport(requeued=dict(requeued), failed=failed)
+
+
+def queues_to_rering(session: Session, *, queues: list[str], stale_seconds: float,
+                     now: datetime | None = None) -> list[str]:
+    """Those of `queues` holding queued jobs not rung for `stale_seconds` (a lost message); marks them rung now."""
+    now = now or utcnow()
+    stale = (
+        (Job.status == JobStatus.queued.value)
+        & Job.queue.in_(queues)
+        & (Job.rung_at < now - timedelta(seconds=stale_seconds))
+    )
+    queues = sorted(session.scalars(select(Job.queue).where(stale).distinct()))
+    if queues:
+        session.execute(update(Job).where(stale, Job.queue.in_(queues)).values(rung_at=now))
+    return queues
+
+
+def queue_has_work(session: Session, *, queue: str) -> bool:
+    """Whether any job of the queue is waiting."""
+    stmt = select(Job.id).where(Job.queue == queue, Job.status == JobStatus.queued.value).limit(1)
+    return session.scalar(stmt) is not None
+
+
+def is_final(status: str) -> bool:
+    """Whether a job in this status is done for good."""
+    return status in {s.value for s in FINAL_STATUSES}

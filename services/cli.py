@@ -1,0 +1,219 @@
+"""The `lensq` command line: serve, worker, migrate, demo, keys, submit, batch, train (never imports torch)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from services.config import ClientSettings
+
+TASKS = ("caption", "vqa", "sentiment", "classify")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("services.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Replaces this process with a Celery worker (the model loads in it, never in the CLI)."""
+    from services.processes import worker_command
+
+    queues = args.queues.split(",") if args.queues else None
+    command = worker_command(name=args.name, queues=queues, log_level=args.loglevel, pool=args.pool)
+    if args.pool != "solo":
+        command += ["--concurrency", str(args.concurrency)]
+    os.execv(command[0], command)
+    return 1  # not reached
+
+
+MODEL_COMMANDS = {"train": "train a checkpoint (python -m multimodal.train)",
+                  "evaluate": "held-out evaluation of a checkpoint (python -m multimodal.evaluate)"}
+
+
+def run_model_module(name: str, rest: list[str]) -> int:
+    """`lensq train|evaluate …` replaces this process with `python -m multimodal.train|evaluate …`."""
+    command = [sys.executable, "-m", f"multimodal.{name}", *rest]
+    os.execv(command[0], command)
+    return 1  # not reached
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+
+    upgrade(args.database_url, args.revision)
+    print(f"migrated to {args.revision}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    return run_demo(Path(args.dir), timeout=args.timeout)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from db.queries import create_api_key, get_or_create_tenant, list_api_keys, revoke_api_key
+    from db.session import session_scope
+
+    with session_scope(args.database_url) as session:
+        if args.keys_command == "create":
+            tenant = get_or_create_tenant(session, name=args.tenant)
+            key, token = create_api_key(session, tenant_id=tenant.id, name=args.name)
+            print(token)
+            print(f"key {key.prefix}… for tenant {tenant.name!r}: shown once, stored only as a sha256", file=sys.stderr)
+        elif args.keys_command == "list":
+            for key, tenant in list_api_keys(session, tenant_name=args.tenant):
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "live"
+                print(f"{key.id}  {key.prefix}…  {tenant:<20} {key.name:<20} {key.created_at:%Y-%m-%d %H:%M}  {state}")
+        else:
+            count = revoke_api_key(session, prefix_or_id=args.key)
+            print(f"revoked {count} key(s)")
+            return 0 if count else 1
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from services.client import LensqClient
+
+    if not args.api_key:
+        raise SystemExit("no API key: pass --api-key or set LENSQ_API_KEY (create one with `lensq keys create`)")
+    return LensqClient(args.api_url, args.api_key)
+
+
+def _task_fields(args: argparse.Namespace) -> dict:
+    fields = {"question": args.question, "text": args.text, "labels": args.labels}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from services.client import LensqAPIError, image_data_url
+
+    client = _client(args)
+    try:
+        fields = {"task": args.task, "image": image_data_url(Path(args.image).read_bytes()), **_task_fields(args)}
+        job = client.submit_job(fields, idempotency_key=args.idempotency_key)
+        if args.wait:
+            job = client.wait_for_job(job["id"], timeout=args.timeout)
+    except LensqAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    print(json.dumps(job, indent=2))
+    return 0 if job["status"] in ("queued", "running", "succeeded") else 1
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from services.batch_command import items_from_folder, items_from_jsonl, run_batch_command
+    from services.client import LensqAPIError
+
+    source = Path(args.source)
+    items = items_from_folder(source) if source.is_dir() else items_from_jsonl(source)
+    client = _client(args)
+    try:
+        sent = run_batch_command(client, items=items, task=args.task, common=_task_fields(args),
+                                 out_path=Path(args.out), chunk_size=args.chunk_size)
+    except LensqAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    print(f"{sent} item(s) processed, {len(items) - sent} already in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _add_client_options(parser: argparse.ArgumentParser, settings: ClientSettings) -> None:
+    parser.add_argument("--api-url", default=settings.api_url, help="default: $LENSQ_API_URL")
+    parser.add_argument("--api-key", default=settings.api_key, help="default: $LENSQ_API_KEY")
+    parser.add_argument("--question", help="vqa: the question")
+    parser.add_argument("--text", help="sentiment: the post's text")
+    parser.add_argument("--labels", nargs="+", help="classify: two or more candidate labels")
+
+
+def _add_server_commands(sub, settings: ClientSettings) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", default=settings.host)
+    serve.add_argument("--port", type=int, default=settings.port)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker (one model per process)")
+    worker.add_argument("--queues", help="comma-separated; default: every task queue")
+    worker.add_argument("--name", default="lensq@%h")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--pool", default="solo", choices=("solo", "prefork"))
+    worker.add_argument("--concurrency", type=int, default=1, help="prefork only: processes (each loads the model)")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="the embedded demo: SQLite + one worker + the API, on the bundled samples")
+    demo.add_argument("--dir", default=".lensq/demo")
+    demo.add_argument("--timeout", type=float, default=480)
+    demo.set_defaults(func=cmd_demo)
+
+
+def _add_admin_commands(sub) -> None:
+    migrate = sub.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("--database-url", default=None, help="default: $LENSQ_DATABASE_URL")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys.add_argument("--database-url", default=None)
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (prints the token once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="")
+    listing = keys_sub.add_parser("list", help="list keys (prefixes only)")
+    listing.add_argument("--tenant")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key")
+    keys.set_defaults(func=cmd_keys)
+
+
+def _add_client_commands(sub, settings: ClientSettings) -> None:
+    submit = sub.add_parser("submit", help="submit one image and print the job")
+    submit.add_argument("image")
+    submit.add_argument("--task", required=True, choices=TASKS)
+    submit.add_argument("--no-wait", dest="wait", action="store_false", help="return once queued")
+    submit.add_argument("--timeout", type=float, default=300)
+    submit.add_argument("--idempotency-key")
+    _add_client_options(submit, settings)
+    submit.set_defaults(func=cmd_submit)
+
+    batch = sub.add_parser("batch", help="a folder of images or a JSONL file through the API, resumable")
+    batch.add_argument("source", help="a folder of images, or a JSONL file of items")
+    batch.add_argument("--task", required=True, choices=TASKS)
+    batch.add_argument("--out", required=True, help="results JSONL; items already in it are skipped")
+    batch.add_argument("--chunk-size", type=int, default=100)
+    _add_client_options(batch, settings)
+    batch.set_defaults(func=cmd_batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lensq` argument parser with every subcommand."""
+    settings = ClientSettings()
+    parser = argparse.ArgumentParser(prog="lensq", description="LensQ: a multimodal job service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_server_commands(sub, settings)
+    _add_admin_commands(sub)
+    _add_client_commands(sub, settings)
+    for name, summary in MODEL_COMMANDS.items():  # listed for --help; main() hands them over whole
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MODEL_COMMANDS:
+        return run_model_module(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Client errors as JSON that names the field: {"error": {"field": ..., "message": ...}}."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class InputError(Exception):
+    """A request LensQ refuses; `field` names what was wrong, `status` is the 4xx to answer with."""
+
+    def __init__(self, field: str, message: str, status: int = 422, headers: dict[str, str] | None = None):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status, self.headers = field, message, status, headers
+
+
+def error_body(field: str, message: str) -> dict:
+    """The JSON body of every LensQ error."""
+    return {"error": {"field": field, "message": message}}
+
+
+def _field_from_location(location: tuple) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
+    return name or "body"
+
+
+async def _on_input_error(_request: Request, exc: InputError) -> JSONResponse:
+    return JSONResponse(error_body(exc.field, exc.message), status_code=exc.status, headers=exc.headers)
+
+
+async def _on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    return JSONResponse(error_body(_field_from_location(tuple(first["loc"])), first["msg"]), status_code=422)
+
+
+async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    field = "path" if exc.status_code in (404, 405) else "request"
+    return JSONResponse(error_body(field, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Makes every refusal, including FastAPI's own, answer in LensQ's error shape."""
+    app.add_exception_handler(InputError, _on_input_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -1,0 +1,120 @@
+"""/v1/batches: submit many jobs at once (JSON or a JSONL upload), follow their counts, read results as JSONL."""
+from __future__ import annotations
+
+import json
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from db.queries import batch_counts, batch_jobs, get_batch
+from services.config import ServiceSettings
+from services.deps import SessionDep, SettingsDep, TenantDep
+from services.errors import InputError
+from services.input_checks import CheckedJob, check_job
+from services.request_bodies import RawJob, read_batch
+from services.routes.jobs import IdempotencyKey
+from services.schemas import (
+    AUTH_ERRORS,
+    BATCH_CREATE_EXAMPLE,
+    BATCH_EXAMPLE,
+    RESULT_LINE_EXAMPLE,
+    BatchCreate,
+    BatchPublic,
+    error_response,
+    example_response,
+    inline_schema,
+)
+from services.submission import check_idempotency_key, submit_batch
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+NOT_FOUND = {404: error_response("No such batch for this tenant", "batch_id", "no batch with this id")}
+JSONL_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL: one item object per line"},
+        "task": {"type": "string", "enum": ["caption", "vqa", "sentiment", "classify"]},
+        "priority": {"type": "integer"},
+    },
+}
+CREATE_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": inline_schema(BatchCreate),
+                                 "example": BATCH_CREATE_EXAMPLE},
+            "multipart/form-data": {"schema": JSONL_FORM_SCHEMA,
+                                    "example": {"task": "caption", "file": "(items.jsonl)"}},
+        },
+    }
+}
+
+
+def _check_items(raw_items: list[RawJob], settings: ServiceSettings) -> list[CheckedJob]:
+    return [check_job(raw.fields, raw.image_bytes, settings, f"items[{i}].") for i, raw in enumerate(raw_items)]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=BatchPublic,
+    openapi_extra=CREATE_BATCH_BODY,
+    responses={
+        202: example_response("Queued", {**BATCH_EXAMPLE, "counts": {**BATCH_EXAMPLE["counts"], "queued": 3,
+                                                                      "succeeded": 0}, "done": 0, "progress": 0.0}),
+        200: example_response("Replay of an earlier request with the same Idempotency-Key", BATCH_EXAMPLE),
+        409: error_response("Idempotency-Key reused with another body", "Idempotency-Key",
+                            "this key was already used with a different request body"),
+        413: error_response("Too many items", "items", "1500 items, over the limit of 1000 per batch"),
+        422: error_response("An item is invalid", "items[3].labels", "labels has 1 items; give 2 to 50"),
+        **AUTH_ERRORS,
+    },
+)
+async def create_batch(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+                       idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Submit many jobs in one request; every item is checked first, and none is stored if one is bad."""
+    key = check_idempotency_key(idempotency_key, settings)
+    raw_items = await read_batch(request, settings)
+    checked = await run_in_threadpool(_check_items, raw_items, settings)
+    submitted = await run_in_threadpool(
+        lambda: submit_batch(session, tenant_id=tenant.id, items=checked, settings=settings, idempotency_key=key)
+    )
+    counts = await run_in_threadpool(lambda: batch_counts(session, batch_id=submitted.batch.id))
+    body = BatchPublic.from_row(submitted.batch, counts).model_dump(mode="json")
+    return JSONResponse(body, status_code=202 if submitted.created else 200)
+
+
+@router.get("/{batch_id}", response_model=BatchPublic,
+            responses={200: example_response("The batch", BATCH_EXAMPLE), **NOT_FOUND, **AUTH_ERRORS})
+def get_batch_route(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> BatchPublic:
+    """A batch's counts per status and its progress."""
+    batch = get_batch(session, tenant_id=tenant.id, batch_id=batch_id)
+    if batch is None:
+        raise InputError("batch_id", "no batch with this id", 404)
+    return BatchPublic.from_row(batch, batch_counts(session, batch_id=batch.id))
+
+
+def result_line(job) -> str:
+    """One JSONL line of a batch's results."""
+    return json.dumps({
+        "index": job.batch_index, "job_id": str(job.id), "ref": job.ref, "task": job.task, "status": job.status,
+        "result": job.result, "error": job.error,
+    })
+
+
+@router.get(
+    "/{batch_id}/results",
+    response_class=Response,
+    responses={200: example_response("One line per item, in submission order", RESULT_LINE_EXAMPLE,
+                                     "application/x-ndjson"), **NOT_FOUND, **AUTH_ERRORS},
+)
+def batch_results(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> Response:
+    """The batch's jobs as JSONL, one line per item in submission order (unfinished ones show their status)."""
+    batch = get_batch(session, tenant_id=tenant.id, batch_id=batch_id)
+    if batch is None:
+        raise InputError("batch_id", "no batch with this id", 404)
+    lines = [result_line(job) for job in batch_jobs(session, batch_id=batch.id)]
+    return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson")
