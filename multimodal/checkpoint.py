@@ -72,12 +72,21 @@ def save_pretrained(model: VisionLanguageModel, folder: str | Path, eval_report:
         save_file(state, folder / f"{part}.safetensors")
     if isinstance(model.lm, PeftModel):
         model.lm.save_pretrained(folder / "adapter")
+        _name_base_lm_portably(folder / "adapter" / "adapter_config.json", model.cfg.lm.path)
+        (folder / "adapter" / "README.md").unlink(missing_ok=True)  # peft's blank model-card template
     else:
         model.lm.save_pretrained(folder / "lm")
     model.tokenizer.save_pretrained(folder / "tokenizer")
     if eval_report is not None:
         (folder / "eval.json").write_text(json.dumps(eval_report, indent=2) + "\n")
     return folder
+
+
+def _name_base_lm_portably(adapter_config: Path, lm_path: str | None) -> None:
+    """peft records the local folder the base LM was read from; record the config's portable name instead."""
+    config = json.loads(adapter_config.read_text())
+    config["base_model_name_or_path"] = lm_path
+    adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
