@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from .config import CHECKPOINT_DIR, ModelCfg
-from .language import build_scratch_lm, build_word_tokenizer, lm_folder, load_base_lm, load_tokenizer
+from .language import build_scratch_lm, build_word_tokenizer, lm_folder, load_base_lm, load_lm_folder, load_tokenizer
 from .model import VisionLanguageModel
 from .vision import build_clip
 
@@ -110,17 +110,11 @@ def load_model(name_or_path: str | Path, merge_lora: bool = True) -> VisionLangu
         lm = PeftModel.from_pretrained(load_base_lm(cfg.lm), folder / "adapter", is_trainable=not merge_lora)
         lm = lm.merge_and_unload() if merge_lora else lm
     else:
-        lm = load_base_lm_folder(folder / "lm")
+        lm = load_lm_folder(folder / "lm")
     model = VisionLanguageModel(cfg, clip, lm, tokenizer)
     for part in PARTS:
         load_part(model, part, load_file(folder / f"{part}.safetensors"))
     return model.eval()
-
-
-def load_base_lm_folder(folder: Path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
 
 def _without_pretrained(cfg: ModelCfg) -> ModelCfg:

@@ -76,8 +76,12 @@ def build_scratch_lm(cfg: LMCfg, vocab_size: int, tokenizer: PreTrainedTokenizer
     return LlamaForCausalLM(config)
 
 
+def load_lm_folder(folder: Path, dtype: torch.dtype = torch.float32):
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+
+
 def load_base_lm(cfg: LMCfg, dtype: torch.dtype = torch.float32):
-    return AutoModelForCausalLM.from_pretrained(lm_folder(cfg), dtype=dtype)
+    return load_lm_folder(lm_folder(cfg), dtype)
 
 
 def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelCfg
+from .generation import right_pad
 from .projector import build_projector
+from .prompts import encode_prompt
 from .splice import IMAGE_PLACEHOLDER_ID, splice_image_embeddings
 from .vision import VisionTokens, clip_embed_dim, vision_width
 
@@ -33,8 +35,9 @@ class SentimentHead(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(2 * lm_width), nn.Linear(2 * lm_width, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
 
-    def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.net(pool_hidden(hidden, input_ids, attention_mask).float())
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, 2D) from VisionLanguageModel.sentiment_features → logits (B, C)."""
+        return self.net(features.float())
 
 
 def pool_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -92,8 +95,11 @@ class VisionLanguageModel(nn.Module):
         out = self.forward(input_ids, attention_mask, image_embeds, output_hidden_states=True)
         return pool_hidden(out.hidden_states[-1], input_ids, attention_mask)
 
-    def sentiment_logits(self, input_ids, attention_mask, image_embeds) -> torch.Tensor:
-        return self.sentiment_head.net(self.sentiment_features(input_ids, attention_mask, image_embeds).float())
+    def sentiment_features_for(self, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Preprocessed images (B, 3, S, S) and their posts → the pooled features the head reads (B, 2D)."""
+        prompts = [encode_prompt(self.tokenizer, "sentiment", self.n_image_tokens, text=t.strip()) for t in texts]
+        input_ids, mask = right_pad(prompts, self.tokenizer.pad_token_id)
+        return self.sentiment_features(input_ids.to(self.device), mask.to(self.device), self.encode_images(pixels))
 
     def clip_similarity(self, pixels: torch.Tensor, text_tokens: torch.Tensor) -> torch.Tensor:
         """Cosine similarities scaled by CLIP's learned temperature: (B_images, B_texts)."""

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import checkpoint_version, load_model
-from .generation import greedy_generate, right_pad
+from .generation import greedy_generate
 from .model import VisionLanguageModel
 from .preprocess import images_to_batch
 from .prompts import encode_prompt
@@ -72,11 +72,7 @@ class Pipeline:
         _same_length(images, texts, "texts")
         if not images:
             return []
-        tokenizer = self.model.tokenizer
-        prompts = [encode_prompt(tokenizer, "sentiment", self.model.n_image_tokens, text=t.strip()) for t in texts]
-        input_ids, mask = right_pad(prompts, tokenizer.pad_token_id)
-        image_embeds = self.model.encode_images(self.pixels(images))
-        logits = self.model.sentiment_logits(input_ids.to(self.model.device), mask.to(self.model.device), image_embeds)
+        logits = self.model.sentiment_head(self.model.sentiment_features_for(self.pixels(images), list(texts)))
         probabilities = logits.float().softmax(-1).cpu()
         labels = self.model.cfg.heads.sentiment_labels
         return [

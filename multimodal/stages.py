@@ -291,21 +291,17 @@ def sentiment_feature_table(model, examples, variant: str = "fused", batch_size:
     """Pooled LM features (N, 2D) of sentiment examples; 'text_only' blanks the image, 'image_only' the text."""
     from PIL import Image
 
-    from .generation import right_pad
     from .preprocess import images_to_batch
-    from .prompts import encode_prompt
 
     blank = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (245, 245, 245))
-    size, vision = IMAGE_SIZE, model.cfg.vision
+    vision = model.cfg.vision
     rows = []
     for start in tqdm(range(0, len(examples), batch_size), desc=f"features {variant}", mininterval=10):
         chunk = examples[start : start + batch_size]
         images = [blank if variant == "text_only" else e.image for e in chunk]
         texts = ["" if variant == "image_only" else e.text for e in chunk]
-        prompts = [encode_prompt(model.tokenizer, "sentiment", model.n_image_tokens, text=t) for t in texts]
-        ids, mask = right_pad(prompts, model.tokenizer.pad_token_id)
-        embeds = model.encode_images(images_to_batch(images, size, vision.mean, vision.std))
-        rows.append(model.sentiment_features(ids.to(model.device), mask.to(model.device), embeds).float().cpu())
+        pixels = images_to_batch(images, IMAGE_SIZE, vision.mean, vision.std)
+        rows.append(model.sentiment_features_for(pixels, texts).float().cpu())
     return torch.cat(rows)
 
 
@@ -314,11 +310,11 @@ def fit_head(head, features, labels, val_features, val_labels, args, resume, des
 
     def loss_fn(step: int) -> torch.Tensor:
         picks = torch.randint(0, len(features), (128,), generator=rng)
-        return F.cross_entropy(head.net(features[picks]), labels[picks])
+        return F.cross_entropy(head(features[picks]), labels[picks])
 
     def validate() -> float:
         with torch.no_grad():
-            return float((head.net(val_features).argmax(1) == val_labels).float().mean())
+            return float((head(val_features).argmax(1) == val_labels).float().mean())
 
     cfg = LoopCfg(steps=args.steps_sentiment, lr=2e-3, weight_decay=0.01, warmup=50, eval_every=100,
                   patience=args.patience + 2, seed=args.seed)
@@ -331,7 +327,7 @@ def sentiment_report(head, features, labels, subsets, label_names) -> dict:
     from sklearn.metrics import classification_report, f1_score
 
     with torch.no_grad():
-        predicted = head.net(features).argmax(1)
+        predicted = head(features).argmax(1)
     correct = (predicted == labels).float()
     by_subset = {s: float(correct[[k for k, x in enumerate(subsets) if x == s]].mean()) for s in sorted(set(subsets))}
     return {
