@@ -13,12 +13,14 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Boolean,
     Integer,
     LargeBinary,
     String,
     Text,
     TypeDecorator,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -43,6 +45,16 @@ class JobStatus(str, enum.Enum):
 
 
 FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+KEY_SCOPES = ("submit", "read", "admin")
+
+
+class ErrorCode(str, enum.Enum):
+    """Why a job failed, as a stable word a client can filter on (the `error` text says more)."""
+
+    input = "input"  # the job's own input could not be used (bad image, bad fields)
+    model = "model"  # the model raised on this job
+    timeout = "timeout"  # the job ran past its time limit
+    dead = "dead"  # its worker was lost on each of max_attempts tries
 
 
 def utcnow() -> datetime:
@@ -93,6 +105,10 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Fetching images from http(s) URLs is off unless an admin turns it on for the tenant.
+    allow_image_urls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # How many of the tenant's jobs may wait or run at once; None: the service's default.
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 
@@ -107,6 +123,10 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Space-separated subset of KEY_SCOPES.
+    scopes: Mapped[str] = mapped_column(String(100), default="submit read", server_default="submit read")
+    # Requests per minute allowed to this key; None: the service's default.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -155,6 +175,7 @@ class Job(Base):
         Index("ix_jobs_batch", "batch_id", "batch_index"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_jobs_tenant_idempotency", "tenant_id", "idempotency_key", unique=True),
+        Index("ix_jobs_tenant_error_code", "tenant_id", "error_code"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -177,6 +198,7 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(16), default=None)
     model_version: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
