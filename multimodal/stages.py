@@ -143,7 +143,7 @@ def train_contrastive(model, corpus: Corpus, args, resume: Path) -> dict:
         return contrastive_loss(model, corpus, tokenizer, rng, mean, std)
 
     def validate() -> float:
-        return zero_shot_accuracy(model, corpus, tokenizer)
+        return zero_shot_validation(model, corpus, tokenizer)
 
     cfg = LoopCfg(steps=args.steps_contrastive, lr=5e-4, weight_decay=0.1, warmup=100, eval_every=args.eval_every,
                   patience=args.patience, seed=args.seed)
@@ -164,7 +164,7 @@ def train_align(model, corpus: Corpus, args, resume: Path) -> dict:
 
     cfg = LoopCfg(steps=args.steps_align, lr=3e-4, weight_decay=0.1, warmup=30, eval_every=max(50, args.eval_every // 2),
                   patience=args.patience, seed=args.seed)
-    return run_loop(model, loss_fn, lambda: zero_shot_accuracy(model, corpus, tokenizer), cfg, resume, desc="stage 2b align")
+    return run_loop(model, loss_fn, lambda: zero_shot_validation(model, corpus, tokenizer), cfg, resume, desc="stage 2b align")
 
 
 def contrastive_loss(model, corpus: Corpus, tokenizer, rng: random.Random, mean, std, batch_size: int = 128) -> torch.Tensor:
@@ -176,7 +176,7 @@ def contrastive_loss(model, corpus: Corpus, tokenizer, rng: random.Random, mean,
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model, corpus: Corpus, tokenizer) -> float:
+def zero_shot_validation(model, corpus: Corpus, tokenizer) -> float:
     """Validation: mean of colour and shape top-1 on validation shapes, with training phrasings."""
     indices = [i for i, _ in corpus.shapes_val]
     pixels = corpus.images.pixels(indices, model.cfg.vision.mean, model.cfg.vision.std)
