@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import warnings
 from collections.abc import Callable
@@ -14,15 +13,19 @@ from PIL import Image, UnidentifiedImageError
 
 from db.models import Task
 from db.queries import ImageFacts
+from services.canonical_image import canonical_png
 from services.config import ALLOWED_IMAGE_FORMATS, ServiceSettings
 from services.errors import InputError
 
-# A decompression bomb is an error here, never a warning that lets the decode go on.
-warnings.simplefilter("error", Image.DecompressionBombWarning)
-
-FORMAT_ALIASES = {"MPO": "JPEG"}  # a camera JPEG carrying extra pictures is still a JPEG
+# Types clients send that no decoder here is ever asked to parse; named so the client learns why (415).
+UNSUPPORTED_SIGNATURES = (
+    (b"%PDF-", "PDF"), (b"8BPS", "PSD"), (b"\x00\x00\x01\x00", "ICO"), (b"\x00\x00\x02\x00", "CUR"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xffO\xffQ", "JPEG 2000"),
+)
+ISO_MEDIA_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+DATA_URL_TYPES = ("", "application/octet-stream")  # besides image/*: what a client may say it sends
 TASK_PARAMS = {"caption": (), "vqa": ("question",), "sentiment": ("text",), "classify": ("labels",)}
-JOB_FIELDS = ("task", "image", "question", "text", "labels", "priority", "ref")
+JOB_FIELDS = ("task", "image", "image_url", "question", "text", "labels", "priority", "ref")
 
 
 @dataclass(frozen=True)
@@ -43,49 +46,73 @@ def _looks_like_svg(data: bytes) -> bool:
     return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower())
 
 
-def _open_image(data: bytes, field: str) -> Image.Image:
-    try:
-        return Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InputError(field, "not an image: the bytes match no known image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(field, f"image rejected as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(field, f"image header could not be read: {exc}") from None
+def _unsupported_type(data: bytes) -> str | None:
+    if _looks_like_svg(data):
+        return "SVG"
+    for signature, name in UNSUPPORTED_SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return ISO_MEDIA_BRANDS.get(data[8:12]) if data[4:8] == b"ftyp" else None
 
 
-def _decode_fully(image: Image.Image, field: str) -> None:
-    try:
-        image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(field, f"image rejected as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise InputError(field, f"image could not be decoded (truncated or corrupt?): {exc}") from None
-
-
-def check_image(data: bytes, settings: ServiceSettings, field: str = "image") -> ImageFacts:
-    """The image's facts if the bytes are an allowed, bounded, fully decodable raster image; else InputError."""
+def _check_bytes(data: bytes, settings: ServiceSettings, field: str) -> None:
     if not data:
         raise InputError(field, "image is empty (0 bytes)")
     if len(data) > settings.max_image_bytes:
         raise InputError(field, f"image is {len(data)} bytes, over the limit of {settings.max_image_bytes}", 413)
-    if _looks_like_svg(data):
-        raise InputError(field, f"SVG is not supported; send one of {', '.join(ALLOWED_IMAGE_FORMATS)}", 415)
-    with _open_image(data, field) as image:
-        image_format = FORMAT_ALIASES.get(image.format, image.format)
-        if image_format not in ALLOWED_IMAGE_FORMATS:
-            raise InputError(field, f"unsupported image format {image.format}; allowed: {', '.join(ALLOWED_IMAGE_FORMATS)}", 415)
-        width, height = image.size
-        if width * height > settings.max_image_pixels:
-            raise InputError(field, f"image is {width}x{height} = {width * height} pixels, over the cap of "
-                             f"{settings.max_image_pixels} (decompression bomb?)", 422)
-        _decode_fully(image, field)
-        return ImageFacts(data=data, sha256=hashlib.sha256(data).hexdigest(), format=image_format, width=width,
-                          height=height)
+    if kind := _unsupported_type(data):
+        raise InputError(field, f"{kind} is not supported; send one of {', '.join(ALLOWED_IMAGE_FORMATS)}", 415)
+
+
+def _open_image(data: bytes, field: str) -> Image.Image:
+    """Reads the header only, with the allowed decoders only."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ALLOWED_IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise InputError(field, f"not an image: the bytes are none of {', '.join(ALLOWED_IMAGE_FORMATS)}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(field, f"image rejected as a decompression bomb: {exc}") from None
+    except Exception as exc:  # a hostile header can trip any of Pillow's parsers: the input's fault, never a 5xx
+        raise InputError(field, f"image header could not be read: {exc}") from None
+
+
+def _check_pixels(image: Image.Image, settings: ServiceSettings, field: str) -> None:
+    width, height = image.size
+    if width * height > settings.max_image_pixels:
+        raise InputError(field, f"image is {width}x{height} = {width * height} pixels, over the cap of "
+                         f"{settings.max_image_pixels} (decompression bomb?)", 422)
+
+
+def _decode_to_canonical(image: Image.Image, settings: ServiceSettings, field: str) -> ImageFacts:
+    try:
+        image.load()
+        return canonical_png(image, settings.stored_image_max_side)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(field, f"image rejected as a decompression bomb: {exc}") from None
+    except Exception as exc:  # truncated or corrupt data raises whatever the decoder hits first
+        raise InputError(field, f"image could not be decoded (truncated or corrupt?): {exc}") from None
+
+
+def check_image(data: bytes, settings: ServiceSettings, field: str = "image") -> ImageFacts:
+    """The stored copy (a canonical PNG) of an allowed, bounded, fully decodable raster image; else InputError."""
+    _check_bytes(data, settings, field)
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels  # Pillow's own bomb check: a global, one value per process
+    with warnings.catch_warnings():
+        # Scoped to this decode, so the rest of the process keeps its own warning filters.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open_image(data, field) as image:
+            _check_pixels(image, settings, field)  # the header's size, before a single pixel is decoded
+            return _decode_to_canonical(image, settings, field)
+
+
+def _check_data_url_type(header: str, field: str) -> None:
+    media_type = header[len("data:"):].split(";", 1)[0].strip().lower()
+    if media_type not in DATA_URL_TYPES and not media_type.startswith("image/"):
+        raise InputError(field, f"the data: URL says {media_type!r}, which is not an image type", 415)
 
 
 def decode_data_url(value: Any, settings: ServiceSettings, field: str = "image") -> bytes:
-    """The bytes of a base64 `data:` URL (its media type is ignored: the type is sniffed from the bytes)."""
+    """The bytes of a base64 `data:` URL; an image/* type is not trusted (the bytes decide), another type refused."""
     if not isinstance(value, str) or not value:
         raise InputError(field, "image must be a base64 data: URL string, e.g. data:image/png;base64,iVBORw0...")
     if not value.startswith("data:") or "," not in value:
@@ -93,6 +120,7 @@ def decode_data_url(value: Any, settings: ServiceSettings, field: str = "image")
     header, payload = value.split(",", 1)
     if not header.endswith(";base64"):
         raise InputError(field, "image data: URL must be base64-encoded (data:<type>;base64,<data>)")
+    _check_data_url_type(header, field)
     payload = "".join(payload.split())
     if len(payload) * 3 // 4 > settings.max_image_bytes + 3:
         raise InputError(field, f"image is over the limit of {settings.max_image_bytes} bytes", 413)
@@ -113,6 +141,16 @@ def check_task(value: Any, field: str = "task") -> str:
     return value
 
 
+def _check_characters(value: str, field: str) -> None:
+    # Postgres text cannot hold NUL, and a lone surrogate (legal in JSON's \u escapes) cannot be encoded at all.
+    if "\x00" in value:
+        raise InputError(field, f"{field} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(field, f"{field} is not valid Unicode (a lone surrogate?)") from None
+
+
 def _check_text(value: Any, field: str, limit: int, *, required: bool) -> str:
     if value is None and not required:
         return ""
@@ -124,6 +162,7 @@ def _check_text(value: Any, field: str, limit: int, *, required: bool) -> str:
         raise InputError(field, f"{field} must not be empty")
     if len(value) > limit:
         raise InputError(field, f"{field} is {len(value)} characters, over the limit of {limit}")
+    _check_characters(value, field)
     return value
 
 
@@ -164,8 +203,11 @@ def check_priority(value: Any, settings: ServiceSettings, field: str = "priority
     """An integer priority within the allowed range (higher runs first)."""
     if value is None:
         return 0
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str) and len(value) <= 20:  # a form field is a string; a long one is no priority
+        try:
+            value = int(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(field, "priority must be an integer")
     if not settings.min_priority <= value <= settings.max_priority:
@@ -184,7 +226,9 @@ def check_unknown_fields(raw: dict[str, Any], allowed: tuple[str, ...], prefix: 
     """Refuses fields LensQ does not know, so a typo is not silently ignored."""
     for name in raw:
         if name not in allowed:
-            raise InputError(prefix + str(name), f"unknown field {name!r}; allowed: {', '.join(allowed)}")
+            # The name goes back in the error's `field`: escaped, so a hostile name still makes valid JSON.
+            shown = str(name).encode("unicode_escape").decode("ascii")
+            raise InputError(prefix + shown, f"unknown field {name!r}; allowed: {', '.join(allowed)}")
 
 
 def check_job(raw: dict[str, Any], image_bytes: Callable[[], bytes], settings: ServiceSettings,
@@ -194,5 +238,6 @@ def check_job(raw: dict[str, Any], image_bytes: Callable[[], bytes], settings: S
     params = check_params(task, raw, settings, prefix)
     priority = check_priority(raw.get("priority"), settings, prefix + "priority")
     ref = check_ref(raw.get("ref"), settings, prefix + "ref")
-    image = check_image(image_bytes(), settings, prefix + "image")
+    image_field = prefix + ("image_url" if raw.get("image_url") is not None else "image")
+    image = check_image(image_bytes(), settings, image_field)
     return CheckedJob(task=task, params=params, image=image, priority=priority, ref=ref)

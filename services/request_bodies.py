@@ -8,9 +8,11 @@ from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from services.config import ServiceSettings
 from services.errors import InputError
+from services.image_urls import image_from_url
 from services.input_checks import JOB_FIELDS, check_unknown_fields, decode_data_url
 
 BATCH_FIELDS = ("task", "priority", "items")
@@ -29,28 +31,36 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _check_request_size(request: Request, settings: ServiceSettings) -> None:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_request_bytes:
-        raise InputError("body", f"request is {length} bytes, over the limit of {settings.max_request_bytes}", 413)
-
-
-async def _json_object(request: Request, settings: ServiceSettings) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > settings.max_request_bytes:
-        raise InputError("body", f"request is over the limit of {settings.max_request_bytes} bytes", 413)
+def _parse_json(text: str | bytes, field: str, what: str) -> Any:
     try:
-        value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError("body", f"body is not valid JSON: {exc}") from None
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(field, f"{what} is nested too deeply") from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, or an integer of thousands of digits
+        raise InputError(field, f"{what} is not valid JSON: {exc}") from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    # The body's size was capped by BodyLimitMiddleware before this reads it.
+    value = _parse_json(await request.body(), "body", "body")
     if not isinstance(value, dict):
         raise InputError("body", "body must be a JSON object")
     return value
 
 
+def _is_form_limit(detail: str) -> bool:
+    return "Too many" in detail or "exceeded maximum size" in detail
+
+
 async def _form(request: Request, settings: ServiceSettings) -> FormData:
     try:
-        return await request.form(max_files=2, max_fields=200, max_part_size=settings.max_request_bytes)
+        return await request.form(max_files=settings.max_form_files, max_fields=settings.max_form_fields,
+                                  max_part_size=settings.max_form_field_bytes)
+    except InputError:
+        raise  # the body cap, met while the form was read
+    except HTTPException as exc:  # Starlette's answer to a multipart limit or malformed multipart: always a 400
+        status = 413 if _is_form_limit(str(exc.detail)) else 422
+        raise InputError("body", f"multipart body refused: {exc.detail}", status) from None
     except Exception as exc:  # malformed multipart: the client's fault, never a 5xx
         raise InputError("body", f"multipart body could not be parsed: {exc}") from None
 
@@ -59,40 +69,45 @@ def _labels_from_form(values: list[Any]) -> Any:
     if not values:
         return None
     if len(values) == 1 and isinstance(values[0], str) and values[0].lstrip().startswith("["):
-        try:
-            return json.loads(values[0])
-        except json.JSONDecodeError as exc:
-            raise InputError("labels", f"labels is not a valid JSON array: {exc}") from None
+        return _parse_json(values[0], "labels", "labels")
     return values
 
 
-def _image_from_form_value(value: Any, settings: ServiceSettings) -> Callable[[], bytes]:
-    if value is None:
-        raise InputError("image", "image is required: a file part named 'image'")
-    if isinstance(value, UploadFile):
-        data = value.file.read(settings.max_image_bytes + 1)
-        if len(data) > settings.max_image_bytes:
-            raise InputError("image", f"image is over the limit of {settings.max_image_bytes} bytes", 413)
-        return lambda: data
-    return lambda: decode_data_url(value, settings)
+def _uploaded_image(upload: UploadFile, settings: ServiceSettings) -> Callable[[], bytes]:
+    data = upload.file.read(settings.max_image_bytes + 1)
+    if len(data) > settings.max_image_bytes:
+        raise InputError("image", f"image is over the limit of {settings.max_image_bytes} bytes", 413)
+    return lambda: data
 
 
-async def read_job(request: Request, settings: ServiceSettings) -> RawJob:
+def _image_source(image: Any, image_url: Any, allow_image_urls: bool, settings: ServiceSettings) -> Callable[[], bytes]:
+    """How to get the job's image once its cheaper fields passed: a file part, a data: URL, or a fetched URL."""
+    if image is not None and image_url is not None:
+        raise InputError("image_url", "send image or image_url, not both")
+    if image_url is not None:
+        return lambda: image_from_url(image_url, allow_image_urls, settings)
+    if image is None:
+        raise InputError("image", "image is required: a file part or a base64 data: URL")
+    if isinstance(image, UploadFile):
+        return _uploaded_image(image, settings)
+    return lambda: decode_data_url(image, settings)
+
+
+async def read_job(request: Request, settings: ServiceSettings, *, allow_image_urls: bool = False) -> RawJob:
     """A job from `application/json` (image as a data: URL) or `multipart/form-data` (image as a file)."""
-    _check_request_size(request, settings)
     media_type = _media_type(request)
     if media_type == "application/json":
-        fields = await _json_object(request, settings)
+        fields = await _json_object(request)
         check_unknown_fields(fields, JOB_FIELDS)
-        if "image" not in fields:
-            raise InputError("image", "image is required: a base64 data: URL")
-        return RawJob(fields=fields, image_bytes=lambda: decode_data_url(fields["image"], settings))
+        return RawJob(fields=fields,
+                      image_bytes=_image_source(fields.get("image"), fields.get("image_url"), allow_image_urls, settings))
     if media_type == "multipart/form-data":
         form = await _form(request, settings)
         check_unknown_fields(dict(form), JOB_FIELDS)
-        fields = {name: form.get(name) for name in ("task", "question", "text", "priority", "ref")}
+        fields = {name: form.get(name) for name in ("task", "question", "text", "priority", "ref", "image_url")}
         fields["labels"] = _labels_from_form(form.getlist("labels"))
-        return RawJob(fields=fields, image_bytes=_image_from_form_value(form.get("image"), settings))
+        return RawJob(fields=fields,
+                      image_bytes=_image_source(form.get("image"), form.get("image_url"), allow_image_urls, settings))
     raise InputError("body", f"unsupported Content-Type {media_type or 'none'!r}: use application/json or "
                              "multipart/form-data", 415)
 
@@ -102,6 +117,8 @@ def _batch_item(item: Any, index: int, defaults: dict[str, Any], settings: Servi
     if not isinstance(item, dict):
         raise InputError(f"items[{index}]", "each item must be a JSON object")
     check_unknown_fields(item, JOB_FIELDS, prefix)
+    if "image_url" in item:  # one fetch per item would let a batch hold the API for minutes
+        raise InputError(prefix + "image_url", "image_url is accepted by POST /v1/jobs only; send the image itself")
     if "image" not in item:
         raise InputError(prefix + "image", "image is required: a base64 data: URL")
     fields = {**{k: v for k, v in defaults.items() if v is not None}, **{k: v for k, v in item.items() if v is not None}}
@@ -123,19 +140,15 @@ def _jsonl_items(upload: Any) -> list[Any]:
     for number, line in enumerate(upload.file.read().splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            items.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError("file", f"line {number} is not valid JSON: {exc}") from None
+        items.append(_parse_json(line, "file", f"line {number}"))
     return items
 
 
 async def read_batch(request: Request, settings: ServiceSettings) -> list[RawJob]:
     """A batch from JSON ({"task", "items": [...]}) or a multipart JSONL upload (`file`, plus `task`)."""
-    _check_request_size(request, settings)
     media_type = _media_type(request)
     if media_type == "application/json":
-        body = await _json_object(request, settings)
+        body = await _json_object(request)
         check_unknown_fields(body, BATCH_FIELDS)
         defaults = {"task": body.get("task"), "priority": body.get("priority")}
         return _batch_items(body.get("items"), defaults, settings)
