@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
-from db.models import FINAL_STATUSES, ApiKey, Batch, Image, Job, JobStatus, Tenant, utcnow
+from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
 
 API_KEY_PREFIX = "lq_"
+DEFAULT_KEY_SCOPES = ("submit", "read")
+ACTIVE_STATUSES = (JobStatus.queued.value, JobStatus.running.value)
 
 
 # --- tenants and keys -------------------------------------------------------------------------
@@ -35,23 +39,47 @@ def get_or_create_tenant(session: Session, *, name: str) -> Tenant:
     return tenant
 
 
-def create_api_key(session: Session, *, tenant_id: uuid.UUID, name: str = "") -> tuple[ApiKey, str]:
+def scopes_text(scopes: Iterable[str]) -> str:
+    """Scopes as stored: space-separated, in KEY_SCOPES order; ValueError on an unknown or missing scope."""
+    wanted = set(scopes)
+    unknown = wanted - set(KEY_SCOPES)
+    if unknown or not wanted:
+        raise ValueError(f"scopes must be a non-empty subset of {', '.join(KEY_SCOPES)}; got {sorted(wanted)}")
+    return " ".join(scope for scope in KEY_SCOPES if scope in wanted)
+
+
+def create_api_key(
+    session: Session, *, tenant_id: uuid.UUID, name: str = "", scopes: Iterable[str] = DEFAULT_KEY_SCOPES,
+    rate_limit_per_minute: int | None = None,
+) -> tuple[ApiKey, str]:
     """A new key for the tenant; returns the row and the token, which is shown once and never stored."""
     token = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(tenant_id=tenant_id, name=name, prefix=token[: len(API_KEY_PREFIX) + 8], key_hash=hash_api_key(token))
+    key = ApiKey(tenant_id=tenant_id, name=name, prefix=token[: len(API_KEY_PREFIX) + 8], key_hash=hash_api_key(token),
+                 scopes=scopes_text(scopes), rate_limit_per_minute=rate_limit_per_minute)
     session.add(key)
     session.flush()
     return key, token
 
 
+def find_live_api_key(session: Session, *, token: str) -> ApiKey | None:
+    """The live (not revoked) key of this token, with its tenant loaded; None for any other token."""
+    token_hash = hash_api_key(token)
+    stmt = (
+        select(ApiKey)
+        .options(joinedload(ApiKey.tenant))
+        .where(ApiKey.key_hash == token_hash, ApiKey.revoked_at.is_(None))
+    )
+    key = session.scalar(stmt)
+    # The index finds the row; the final word is a constant-time comparison of the stored hash.
+    if key is None or not hmac.compare_digest(key.key_hash, token_hash):
+        return None
+    return key
+
+
 def tenant_for_api_key(session: Session, *, token: str) -> Tenant | None:
     """The tenant owning a live (not revoked) key, or None."""
-    stmt = (
-        select(Tenant)
-        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
-        .where(ApiKey.key_hash == hash_api_key(token), ApiKey.revoked_at.is_(None))
-    )
-    return session.scalar(stmt)
+    key = find_live_api_key(session, token=token)
+    return key.tenant if key is not None else None
 
 
 def list_api_keys(session: Session, *, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
@@ -71,6 +99,43 @@ def revoke_api_key(session: Session, *, prefix_or_id: str) -> int:
         pass
     stmt = update(ApiKey).where(condition, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
     return session.execute(stmt).rowcount
+
+
+def tenant_api_keys(session: Session, *, tenant_id: uuid.UUID) -> list[ApiKey]:
+    """The tenant's keys, live and revoked, oldest first."""
+    return list(session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)))
+
+
+def get_api_key(session: Session, *, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
+    """The tenant's key, or None (another tenant's key is None too)."""
+    return session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
+
+
+def revoke_tenant_key(session: Session, *, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
+    """Revokes one of the tenant's keys (a revoked key keeps its first revocation time); None if there is none."""
+    key = get_api_key(session, tenant_id=tenant_id, key_id=key_id)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key
+
+
+def get_tenant(session: Session, *, tenant_id: uuid.UUID) -> Tenant | None:
+    """The tenant with this id, or None."""
+    return session.get(Tenant, tenant_id)
+
+
+def lock_tenant_jobs(session: Session, *, tenant_id: uuid.UUID) -> None:
+    """Serializes job quota checks of one tenant until this transaction ends (SQLite: BEGIN IMMEDIATE does it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The lock's key is a bigint: the id's top 63 bits keep it positive and distinct per tenant.
+        session.execute(select(func.pg_advisory_xact_lock(tenant_id.int >> 65)))
+
+
+def count_active_jobs(session: Session, *, tenant_id: uuid.UUID) -> int:
+    """How many of the tenant's jobs are queued or running."""
+    stmt = select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
+    return session.scalar(stmt)
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -144,11 +209,14 @@ def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job
 def list_jobs(
     session: Session, *, tenant_id: uuid.UUID, limit: int, status: str | None = None, task: str | None = None,
     batch_id: uuid.UUID | None = None, after: tuple[datetime, uuid.UUID] | None = None,
+    error_code: str | None = None,
 ) -> list[Job]:
     """The tenant's jobs, newest first, after the (created_at, id) cursor; at most `limit`."""
     stmt = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(Job.status == status)
+    if error_code is not None:
+        stmt = stmt.where(Job.error_code == error_code)
     if task is not None:
         stmt = stmt.where(Job.task == task)
     if batch_id is not None:
@@ -286,12 +354,20 @@ def extend_leases(session: Session, *, lease_token: str, lease_seconds: float) -
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """The end of one job as a worker saw it: a result, or an error."""
+    """The end of one job as a worker saw it: a result, or an error with its ErrorCode."""
 
     job_id: uuid.UUID
     result: dict[str, Any] | None = None
     error: str | None = None
     model_version: str | None = None
+    error_code: str | None = None
+
+
+def _error_code(outcome: JobOutcome) -> str | None:
+    """The outcome's error code; an error nobody classified counts as the model's."""
+    if outcome.error is None:
+        return None
+    return outcome.error_code or ErrorCode.model.value
 
 
 def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutcome]) -> int:
@@ -304,8 +380,8 @@ def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutco
             update(Job)
             .where(Job.id == outcome.job_id, Job.lease_token == lease_token, Job.status == JobStatus.running.value)
             .values(
-                status=status.value, result=outcome.result, error=outcome.error, model_version=outcome.model_version,
-                finished_at=now, updated_at=now, lease_expires_at=None,
+                status=status.value, result=outcome.result, error=outcome.error, error_code=_error_code(outcome),
+                model_version=outcome.model_version, finished_at=now, updated_at=now, lease_expires_at=None,
             )
         )
         written += session.execute(stmt).rowcount
@@ -335,8 +411,9 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> SweepRe
         job.lease_token = None
         job.updated_at = now
         if job.attempts >= job.max_attempts:
-            job.status, job.finished_at = JobStatus.failed.value, now
-            job.error = f"worker lost: the lease expired on each of {job.attempts} attempts"
+            job.status, job.finished_at, job.error_code = JobStatus.failed.value, now, ErrorCode.dead.value
+            job.error = (f"dead: its worker was lost (the lease expired) on every attempt "
+                         f"({job.attempts} of {job.max_attempts}); not retried again")
             failed += 1
         else:
             job.status, job.queued_at, job.rung_at = JobStatus.queued.value, now, now

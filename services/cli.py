@@ -56,20 +56,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), timeout=args.timeout)
 
 
+def parse_scopes(values: list[str]) -> list[str]:
+    """Scopes given as separate words or comma-separated (`--scopes submit read`, `--scopes submit,read`)."""
+    from db.models import KEY_SCOPES
+
+    scopes = [scope for value in values for scope in value.replace(",", " ").split()]
+    unknown = sorted(set(scopes) - set(KEY_SCOPES))
+    if unknown or not scopes:
+        raise SystemExit(f"--scopes takes one or more of {', '.join(KEY_SCOPES)}; got {', '.join(unknown) or 'none'}")
+    return scopes
+
+
+def _create_key(session, args: argparse.Namespace) -> None:
+    from db.queries import create_api_key, get_or_create_tenant
+
+    if args.rate_limit_per_minute is not None and args.rate_limit_per_minute < 1:
+        raise SystemExit("--rate-limit-per-minute must be at least 1")
+    tenant = get_or_create_tenant(session, name=args.tenant)
+    key, token = create_api_key(session, tenant_id=tenant.id, name=args.name, scopes=parse_scopes(args.scopes),
+                                rate_limit_per_minute=args.rate_limit_per_minute)
+    print(token)
+    print(f"key {key.prefix}… ({key.scopes}) for tenant {tenant.name!r}: shown once, stored only as a sha256",
+          file=sys.stderr)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
-    from db.queries import create_api_key, get_or_create_tenant, list_api_keys, revoke_api_key
+    from db.queries import list_api_keys, revoke_api_key
     from db.session import session_scope
 
     with session_scope(args.database_url) as session:
         if args.keys_command == "create":
-            tenant = get_or_create_tenant(session, name=args.tenant)
-            key, token = create_api_key(session, tenant_id=tenant.id, name=args.name)
-            print(token)
-            print(f"key {key.prefix}… for tenant {tenant.name!r}: shown once, stored only as a sha256", file=sys.stderr)
+            _create_key(session, args)
         elif args.keys_command == "list":
             for key, tenant in list_api_keys(session, tenant_name=args.tenant):
                 state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "live"
-                print(f"{key.id}  {key.prefix}…  {tenant:<20} {key.name:<20} {key.created_at:%Y-%m-%d %H:%M}  {state}")
+                rate = f"{key.rate_limit_per_minute}/min" if key.rate_limit_per_minute else "default rate"
+                print(f"{key.id}  {key.prefix}…  {tenant:<20} {key.name:<20} {key.scopes:<18} {rate:<14} "
+                      f"{key.created_at:%Y-%m-%d %H:%M}  {state}")
         else:
             count = revoke_api_key(session, prefix_or_id=args.key)
             print(f"revoked {count} key(s)")
@@ -168,6 +191,11 @@ def _add_admin_commands(sub) -> None:
     create = keys_sub.add_parser("create", help="create a key (prints the token once)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="")
+    create.add_argument("--scopes", nargs="+", default=["submit", "read"], metavar="SCOPE",
+                        help="submit, read and/or admin (admin manages the tenant's keys and settings through the "
+                             "API); default: submit read")
+    create.add_argument("--rate-limit-per-minute", type=int, default=None,
+                        help="this key's requests per minute; default: the service's LENSQ_KEY_RATE_LIMIT_PER_MINUTE")
     listing = keys_sub.add_parser("list", help="list keys (prefixes only)")
     listing.add_argument("--tenant")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")

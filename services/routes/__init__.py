@@ -1,1 +1,1 @@
-"""The API's routers: health, jobs, batches."""
+"""The API's routers: health, jobs, batches, keys (a tenant's API keys), tenant (its settings)."""

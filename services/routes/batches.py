@@ -7,16 +7,17 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 
-from db.queries import batch_counts, batch_jobs, get_batch
+from db.queries import batch_counts, batch_jobs, find_batch_by_idempotency_key, get_batch
 from services.config import ServiceSettings
-from services.deps import SessionDep, SettingsDep, TenantDep
+from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from services.errors import InputError
 from services.input_checks import CheckedJob, check_job
+from services.rate_limits import check_job_quota
 from services.request_bodies import RawJob, read_batch
 from services.routes.jobs import IdempotencyKey
 from services.schemas import (
-    AUTH_ERRORS,
     BATCH_CREATE_EXAMPLE,
     BATCH_EXAMPLE,
     RESULT_LINE_EXAMPLE,
@@ -28,7 +29,7 @@ from services.schemas import (
 )
 from services.submission import check_idempotency_key, submit_batch
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ACCESS_ERRORS)
 
 NOT_FOUND = {404: error_response("No such batch for this tenant", "batch_id", "no batch with this id")}
 JSONL_FORM_SCHEMA = {
@@ -57,6 +58,12 @@ def _check_items(raw_items: list[RawJob], settings: ServiceSettings) -> list[Che
     return [check_job(raw.fields, raw.image_bytes, settings, f"items[{i}].") for i, raw in enumerate(raw_items)]
 
 
+def _check_quota_unless_replay(session: Session, tenant: CurrentTenant, key: str | None, new_jobs: int) -> None:
+    """The quota check for the batch's jobs; a retry of a stored Idempotency-Key gets its replay instead."""
+    if key is None or find_batch_by_idempotency_key(session, tenant_id=tenant.id, key=key) is None:
+        check_job_quota(session, tenant_id=tenant.id, limit=tenant.max_active_jobs, new_jobs=new_jobs)
+
+
 @router.post(
     "",
     status_code=202,
@@ -69,16 +76,19 @@ def _check_items(raw_items: list[RawJob], settings: ServiceSettings) -> list[Che
         409: error_response("Idempotency-Key reused with another body", "Idempotency-Key",
                             "this key was already used with a different request body"),
         413: error_response("Too many items", "items", "1500 items, over the limit of 1000 per batch"),
+        415: error_response("Unsupported Content-Type", "body", "unsupported Content-Type 'text/plain'"),
         422: error_response("An item is invalid", "items[3].labels", "labels has 1 items; give 2 to 50"),
-        **AUTH_ERRORS,
+        429: {**ACCESS_ERRORS[429], "description": "Too many requests from this key this minute (Authorization), "
+                                                   "or the batch would pass the tenant's quota of active jobs (jobs)"},
     },
 )
-async def create_batch(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+async def create_batch(request: Request, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep,
                        idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit many jobs in one request; every item is checked first, and none is stored if one is bad."""
     key = check_idempotency_key(idempotency_key, settings)
     raw_items = await read_batch(request, settings)
     checked = await run_in_threadpool(_check_items, raw_items, settings)
+    await run_in_threadpool(_check_quota_unless_replay, session, tenant, key, len(checked))
     submitted = await run_in_threadpool(
         lambda: submit_batch(session, tenant_id=tenant.id, items=checked, settings=settings, idempotency_key=key)
     )
@@ -88,8 +98,8 @@ async def create_batch(request: Request, tenant: TenantDep, session: SessionDep,
 
 
 @router.get("/{batch_id}", response_model=BatchPublic,
-            responses={200: example_response("The batch", BATCH_EXAMPLE), **NOT_FOUND, **AUTH_ERRORS})
-def get_batch_route(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> BatchPublic:
+            responses={200: example_response("The batch", BATCH_EXAMPLE), **NOT_FOUND})
+def get_batch_route(batch_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) -> BatchPublic:
     """A batch's counts per status and its progress."""
     batch = get_batch(session, tenant_id=tenant.id, batch_id=batch_id)
     if batch is None:
@@ -109,9 +119,9 @@ def result_line(job) -> str:
     "/{batch_id}/results",
     response_class=Response,
     responses={200: example_response("One line per item, in submission order", RESULT_LINE_EXAMPLE,
-                                     "application/x-ndjson"), **NOT_FOUND, **AUTH_ERRORS},
+                                     "application/x-ndjson"), **NOT_FOUND},
 )
-def batch_results(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> Response:
+def batch_results(batch_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) -> Response:
     """The batch's jobs as JSONL, one line per item in submission order (unfinished ones show their status)."""
     batch = get_batch(session, tenant_id=tenant.id, batch_id=batch_id)
     if batch is None:

@@ -13,6 +13,8 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
+ACTIVE_SQL = "status IN ('queued', 'running')"
+
 
 def upgrade() -> None:
     with op.batch_alter_table('tenants', schema=None) as batch_op:
@@ -24,10 +26,13 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('error_code', sa.String(length=16), nullable=True))
         batch_op.create_index('ix_jobs_tenant_error_code', ['tenant_id', 'error_code'], unique=False)
+        batch_op.create_index('ix_jobs_tenant_active', ['tenant_id'], unique=False,
+                              postgresql_where=sa.text(ACTIVE_SQL), sqlite_where=sa.text(ACTIVE_SQL))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_tenant_active')
         batch_op.drop_index('ix_jobs_tenant_error_code')
         batch_op.drop_column('error_code')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:

@@ -1,0 +1,112 @@
+"""Per-key request rate (counters in Redis shared by every API process, or in-process) and per-tenant job quota."""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from typing import Protocol
+
+import redis
+from sqlalchemy.orm import Session
+
+from db.queries import count_active_jobs, lock_tenant_jobs
+from services.config import ServiceSettings
+from services.errors import InputError
+from workers.celery_app import app as celery_app
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+# A full quota frees up only as workers finish jobs: a few seconds is a fair first wait.
+QUOTA_RETRY_AFTER_SECONDS = 5
+
+# One atomic step: count this request in the key's window, starting the window (its expiry) on the first one.
+# The TTL guard re-arms a window that somehow lost its expiry, so a key can never stay blocked for good.
+FIXED_WINDOW_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return {count, redis.call('TTL', KEYS[1])}
+"""
+
+
+class WindowCounter(Protocol):
+    """Counts hits per name in fixed windows that start with a name's first hit."""
+
+    def hit(self, name: str, window_seconds: int) -> tuple[int, int]:
+        """Records one hit; returns the hits in the current window and the seconds until it ends."""
+
+
+class RedisWindowCounter:
+    """Window counters in Redis, so every API process shares them."""
+
+    def __init__(self, url: str):
+        # Short timeouts: a slow Redis must not hold up every request (see check_request_rate).
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.script = self.client.register_script(FIXED_WINDOW_SCRIPT)
+
+    def hit(self, name: str, window_seconds: int) -> tuple[int, int]:
+        count, ttl = self.script(keys=[f"lensq:rate:{name}"], args=[window_seconds])
+        return int(count), max(1, int(ttl))
+
+
+class LocalWindowCounter:
+    """Window counters in this process only: for the embedded demo, which has no Redis."""
+
+    def __init__(self):
+        self.windows: dict[str, tuple[float, int]] = {}
+        self.lock = threading.Lock()
+
+    def hit(self, name: str, window_seconds: int) -> tuple[int, int]:
+        now = time.monotonic()
+        with self.lock:
+            start, count = self.windows.get(name, (now, 0))
+            if now - start >= window_seconds:
+                start, count = now, 0
+            self.windows[name] = (start, count + 1)
+        return count + 1, max(1, math.ceil(start + window_seconds - now))
+
+
+def counter_redis_url(settings: ServiceSettings) -> str | None:
+    """The Redis holding the rate counters: the setting, else the broker when it is Redis, else None."""
+    if settings.rate_limit_redis_url:
+        return settings.rate_limit_redis_url
+    broker = str(celery_app.conf.broker_url or "")
+    return broker if broker.startswith(("redis://", "rediss://")) else None
+
+
+def make_counter(settings: ServiceSettings) -> WindowCounter:
+    """Redis counters when there is a Redis, in-process counters otherwise."""
+    url = counter_redis_url(settings)
+    return RedisWindowCounter(url) if url else LocalWindowCounter()
+
+
+def check_request_rate(counter: WindowCounter, *, key_id: uuid.UUID, limit: int) -> None:
+    """Counts one request of the key; 429 naming Authorization, with Retry-After, once the minute's limit is spent."""
+    try:
+        count, seconds_left = counter.hit(f"key:{key_id}", WINDOW_SECONDS)
+    except redis.RedisError as exc:
+        # Postgres is the truth and Redis may be flushed or down: serve unlimited rather than fail every request.
+        log.warning("rate counter unavailable (%s); request not counted", exc)
+        return
+    if count > limit:
+        raise InputError("Authorization", f"this API key's limit of {limit} requests per minute is spent; "
+                         f"retry in {seconds_left}s", 429, {"Retry-After": str(seconds_left)})
+
+
+def check_job_quota(session: Session, *, tenant_id: uuid.UUID, limit: int, new_jobs: int) -> None:
+    """Refuses `new_jobs` more jobs if the tenant's queued and running jobs would pass its quota.
+
+    The check holds a per-tenant lock until the session's transaction ends, so the submission that follows it in the
+    same transaction is counted by the next check: concurrent requests in any API process cannot overshoot."""
+    if new_jobs > limit:
+        raise InputError("jobs", f"{new_jobs} jobs in one request exceed this tenant's quota of {limit} queued or "
+                         "running jobs; send fewer", 413)
+    lock_tenant_jobs(session, tenant_id=tenant_id)
+    active = count_active_jobs(session, tenant_id=tenant_id)
+    if active + new_jobs > limit:
+        raise InputError("jobs", f"this tenant has {active} jobs queued or running and a quota of {limit}; retry "
+                         "once some have finished", 429, {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)})
