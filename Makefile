@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-multimodal clean
+.PHONY: install demo test test-multimodal chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install
 
 test-multimodal: install
 	$(PY) -m pytest tests/multimodal
+
+# The chaos run alone (also part of `make test`), with its figures printed: see docs/RELIABILITY.md.
+chaos: install
+	$(PY) -m pytest -m chaos -s
 
 clean:
 	rm -rf $(VENV) .pytest_cache

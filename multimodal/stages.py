@@ -44,11 +44,10 @@ class Corpus:
     shapes: list[tuple[int, Attributes]]  # single shapes and faces for the contrastive stage
     shapes_val: list[tuple[int, Attributes]]
     faces: list[tuple[int, str]]  # (image, mouth)
-    posts: list[tuple[int, str]] = field(default_factory=list)  # (image, post text): unlabelled, for stage 2
     extra_words: list[str] = field(default_factory=list)
 
     @classmethod
-    def build(cls, seed: int, n_generated: int, n_posts: int = 0) -> "Corpus":
+    def build(cls, seed: int, n_generated: int) -> "Corpus":
         rng = random.Random(seed)
         store = ImageStore(IMAGE_SIZE)
         train, val = split_train_validation(load_easyvqa("train"), val_fraction=0.1, seed=seed)
@@ -66,8 +65,7 @@ class Corpus:
             (shapes if k >= 400 else shapes_val).append((store.add(image), Attributes(obj.colour, obj.shape)))
         faces = [(store.add(draw_face(rng, mouth, IMAGE_SIZE)), mouth) for mouth in MOUTHS for _ in range(n_generated // 12)]
         shapes += [(index, Attributes(mouth=mouth)) for index, mouth in faces]
-        posts = _add_posts(store, n_posts, seed) if n_posts else []
-        return cls(store, vqa_train, vqa_val, vqa_generated, captions_train, captions_val, shapes, shapes_val, faces, posts)
+        return cls(store, vqa_train, vqa_val, vqa_generated, captions_train, captions_val, shapes, shapes_val, faces)
 
     def vocabulary(self) -> list[str]:
         """Every word the word-level tokenizer must know (prompts, questions, answers, captions, posts)."""
@@ -77,17 +75,6 @@ class Corpus:
         texts += list(PROMPTS.values()) + list(FACE_CAPTIONS.values()) + list(COLOURS) + [s + "s" for s in SHAPES]
         texts += ["one two three four and is left of right above below the a an"]
         return sorted(set(words_of(texts)) | set(sentiment_vocabulary()))
-
-
-def _add_posts(store: ImageStore, n: int, seed: int) -> list[tuple[int, str]]:
-    """Image + post pairs whose labels stage 2 never reads: the posts are self-supervised next-token text.
-
-    Drawn with their own seed (not the corpus RNG), so adding them leaves every other corpus list unchanged;
-    the seed differs from stage 3's train, validation and test seeds.
-    """
-    from .data.sentiment import sentiment_dataset
-
-    return [(store.add(example.image), example.text) for example in sentiment_dataset(n, seed=seed + 12)]
 
 
 def _add_vqa(store: ImageStore, examples) -> list[tuple[int, str, str]]:
@@ -209,21 +196,13 @@ def set_generative_trainable(model, train_vision: bool) -> dict[str, int]:
     return counts
 
 
-def tokenized_generative_sets(model, corpus: Corpus, post_share: float = 0.0):
-    """(examples, weight) per source. With post_share > 0, posts join as plain next-token text after the
-    sentiment prompt: a decoder trained from scratch otherwise never sees the post vocabulary, and stage 3's
-    pooled features would carry no text signal. The other weights shrink in proportion."""
+def tokenized_generative_sets(model, corpus: Corpus):
     tok, k = model.tokenizer, model.n_image_tokens
     vqa = [tokenize_generative(tok, k, i, "vqa", a, question=q) for i, q, a in corpus.vqa_train]
     generated = [tokenize_generative(tok, k, i, "vqa", a, question=q) for i, q, a in corpus.vqa_generated]
     captions = [tokenize_generative(tok, k, i, "caption", c) for i, c in corpus.captions_train]
     faces = [tokenize_generative(tok, k, i, "caption", FACE_CAPTIONS[m]) for i, m in corpus.faces]
-    sources = [(vqa, 0.25), (generated, 0.15), (captions, 0.54), (faces, 0.06)]
-    if post_share > 0:
-        assert corpus.posts, "post_share needs a corpus built with posts"
-        posts = [tokenize_generative(tok, k, i, "sentiment", text, text="") for i, text in corpus.posts]
-        sources = [(examples, weight * (1 - post_share)) for examples, weight in sources] + [(posts, post_share)]
-    return sources
+    return [(vqa, 0.25), (generated, 0.15), (captions, 0.54), (faces, 0.06)]
 
 
 def generative_loss(model, corpus: Corpus, examples: list[TokenizedExample]) -> torch.Tensor:
@@ -248,7 +227,7 @@ def per_sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 def train_generative(model, corpus: Corpus, args, resume: Path) -> dict:
     counts = set_generative_trainable(model, train_vision=args.train_vision or model.cfg.lm.finetune == "full")
-    sources, rng = tokenized_generative_sets(model, corpus, args.post_share), random.Random(args.seed + 2)
+    sources, rng = tokenized_generative_sets(model, corpus), random.Random(args.seed + 2)
     lr = args.lr or (1e-3 if model.cfg.lm.finetune == "full" else 3e-4)
 
     def loss_fn(step: int) -> torch.Tensor:

@@ -41,8 +41,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--train-vision", action="store_true", help="also fine-tune the vision tower in stage 2")
     parser.add_argument("--n-generated", type=int, default=12000, help="generated images per data kind")
-    parser.add_argument("--post-share", type=float, default=0.0,
-                        help="share of stage 2 batches that are unlabelled sentiment posts as next-token text")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--skip-eval", action="store_true", help="do not run the held-out evaluation at the end")
@@ -67,8 +65,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     started = time.time()
-    n_posts = args.n_generated // 2 if args.post_share > 0 else 0
-    corpus = stages.Corpus.build(seed=args.seed, n_generated=args.n_generated, n_posts=n_posts)
+    corpus = stages.Corpus.build(seed=args.seed, n_generated=args.n_generated)
     model = initial_model(args, corpus)
     work = args.work_dir / args.out.name
     report: dict = {"command": "python -m multimodal.train " + " ".join(sys.argv[1:] if argv is None else argv), "stages": {}}

@@ -1,4 +1,4 @@
-"""Client errors as JSON that names the field: {"error": {"field": ..., "message": ...}}."""
+"""Errors as JSON that names the field: {"error": {"field": ..., "message": ...}}; a lost database is a 503."""
 from __future__ import annotations
 
 import logging
@@ -6,9 +6,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+# How long a client should wait before retrying while the database is unreachable (a restart takes seconds).
+DATABASE_RETRY_AFTER_SECONDS = 5
+# What a lost database looks like through SQLAlchemy: refused or dropped connections, a full pool.
+DATABASE_UNAVAILABLE = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError)
 
 
 class InputError(Exception):
@@ -41,6 +47,13 @@ async def _on_validation_error(_request: Request, exc: RequestValidationError) -
     return JSONResponse(error_body(_field_from_location(tuple(first["loc"])), first["msg"]), status_code=422)
 
 
+async def _on_database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    reason = next(iter(str(exc).splitlines()), "")[:300]
+    log.warning("database unavailable, answering 503: %s: %s", exc.__class__.__name__, reason)
+    return JSONResponse(error_body("database", "the database is unavailable; retry later"), status_code=503,
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     field = "path" if exc.status_code in (404, 405) else "request"
     return JSONResponse(error_body(field, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
@@ -51,3 +64,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InputError, _on_input_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _on_database_unavailable)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import httpx
 
-from workers.celery_app import all_queues
-
 
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on right now."""
@@ -29,10 +27,14 @@ def api_command(*, host: str = "127.0.0.1", port: int = 8000, log_level: str = "
 
 def worker_command(*, name: str = "lensq@%h", queues: list[str] | None = None, log_level: str = "INFO",
                    pool: str = "solo") -> list[str]:
-    """The Celery worker command line: one process, one model (solo pool), every task queue by default."""
-    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-P", pool, "-n", name,
-            "-Q", ",".join(queues or all_queues()), "-l", log_level,
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    """The Celery worker command line: one process, one model (solo pool), every task queue by default.
+
+    Without `queues` the worker serves the task queues of its own settings (its LENSQ_QUEUE_PREFIX)."""
+    # Solo: the task runs in the worker's main thread, the one process that loads the model (and owns the GPU:
+    # CUDA is not fork-safe), and the one SIGALRM can interrupt when a model call runs past its time limit.
+    command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-P", pool, "-n", name,
+               "-l", log_level, "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return command + (["-Q", ",".join(queues)] if queues else [])
 
 
 def start_process(command: list[str], *, env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:

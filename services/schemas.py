@@ -11,6 +11,7 @@ from db.models import Batch, Job
 
 TaskName = Literal["caption", "vqa", "sentiment", "classify"]
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ErrorCodeName = Literal["input", "model", "timeout", "dead"]  # db.models.ErrorCode
 
 TINY_PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8ISfHgA0wYRUdtBIA0MoBFD5jqJkAAAAASUVORK5CYII="  # 8x8 red
 JOB_ID = "3b241101-e2bb-4255-8caf-4136c566a962"
@@ -80,6 +81,8 @@ class JobPublic(BaseModel):
     image_sha256: str
     result: dict[str, Any] | None
     error: str | None
+    error_code: ErrorCodeName | None = Field(
+        None, description="Why it failed: its input, the model, its time limit, or its worker lost on every attempt.")
     attempts: int
     model_version: str | None
     created_at: datetime
@@ -91,8 +94,8 @@ class JobPublic(BaseModel):
         return cls(
             id=job.id, task=job.task, status=job.status, params=job.params or {}, priority=job.priority, ref=job.ref,
             batch_id=job.batch_id, image_sha256=job.image_sha256, result=job.result, error=job.error,
-            attempts=job.attempts, model_version=job.model_version, created_at=job.created_at,
-            started_at=job.started_at, finished_at=job.finished_at,
+            error_code=job.error_code, attempts=job.attempts, model_version=job.model_version,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         )
 
 

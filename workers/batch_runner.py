@@ -1,15 +1,34 @@
-"""Runs one claimed batch through the pipeline: one call per task, each job's failure its own."""
+"""Runs one claimed batch through the pipeline: one time-limited call per task, each job's failure its own."""
 from __future__ import annotations
 
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
+from db.models import ErrorCode
 from db.queries import ClaimedJob, JobOutcome
+from workers.config import WorkerSettings
+from workers.faults import stall_if_marked, stall_seconds
 from workers.model import decode_image_bytes
+from workers.time_limits import CallTimedOut, time_limit
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallBudget:
+    """How long one model call may run, and the injected stall (0 unless fault injection is on)."""
+
+    seconds: float
+    grace: float
+    stall_seconds: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> CallBudget:
+        return cls(seconds=settings.job_time_limit_seconds, grace=settings.time_limit_grace_seconds,
+                   stall_seconds=stall_seconds(settings))
 
 
 def run_task(pipeline: Any, task: str, images: list[Any], params: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -45,34 +64,56 @@ def _decode_all(jobs: list[ClaimedJob]) -> tuple[dict[str, Any], dict[str, str]]
     return images, errors
 
 
-def _run_group(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[str, Any]) -> dict[Any, JobOutcome]:
-    """One batched call for the group; if it raises, each job runs alone so only the culprit fails."""
+def _call(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[str, Any],
+          budget: CallBudget) -> list[dict[str, Any]]:
+    """One batched call for `jobs`, cut off at the budget."""
+    params = [j.params for j in jobs]
+    with time_limit(budget.seconds, grace=budget.grace):
+        stall_if_marked(params, budget.stall_seconds)
+        return run_task(pipeline, task, [images[j.image_sha256] for j in jobs], params)
+
+
+def _run_alone(pipeline: Any, task: str, job: ClaimedJob, images: dict[str, Any], budget: CallBudget) -> JobOutcome:
+    """One job in a call of its own: its result, or its own model error or timeout."""
     version = pipeline.model_version
     try:
-        results = run_task(pipeline, task, [images[j.image_sha256] for j in jobs], [j.params for j in jobs])
-        return {j.id: JobOutcome(j.id, result=_as_json(r), model_version=version) for j, r in zip(jobs, results)}
-    except Exception:
-        log.exception("batched %s call failed; running its %d jobs one by one", task, len(jobs))
-    outcomes = {}
-    for job in jobs:
+        [result] = _call(pipeline, task, [job], images, budget)
+        return JobOutcome(job.id, result=_as_json(result), model_version=version)
+    except CallTimedOut as exc:
+        return JobOutcome(job.id, error=f"timeout: {exc}", error_code=ErrorCode.timeout.value, model_version=version)
+    except Exception as exc:
+        return JobOutcome(job.id, error=f"model: {exc.__class__.__name__}: {exc}", error_code=ErrorCode.model.value,
+                          model_version=version)
+
+
+def _run_group(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[str, Any],
+               budget: CallBudget) -> dict[Any, JobOutcome]:
+    """One batched call for the group; if it raises or times out, each job runs alone so only the culprit fails."""
+    if len(jobs) > 1:
         try:
-            [result] = run_task(pipeline, task, [images[job.image_sha256]], [job.params])
-            outcomes[job.id] = JobOutcome(job.id, result=_as_json(result), model_version=version)
-        except Exception as exc:
-            outcomes[job.id] = JobOutcome(job.id, error=f"model: {exc.__class__.__name__}: {exc}", model_version=version)
-    return outcomes
+            results = _call(pipeline, task, jobs, images, budget)
+            return {j.id: JobOutcome(j.id, result=_as_json(r), model_version=pipeline.model_version)
+                    for j, r in zip(jobs, results)}
+        except CallTimedOut:
+            log.warning("batched %s call of %d jobs ran past %gs; running them one by one", task, len(jobs),
+                        budget.seconds)
+        except Exception:
+            log.exception("batched %s call failed; running its %d jobs one by one", task, len(jobs))
+    return {job.id: _run_alone(pipeline, task, job, images, budget) for job in jobs}
 
 
-def run_batch(pipeline: Any, jobs: list[ClaimedJob]) -> list[JobOutcome]:
+def run_batch(pipeline: Any, jobs: list[ClaimedJob], budget: CallBudget | None = None) -> list[JobOutcome]:
     """One outcome per claimed job, in claim order."""
+    budget = budget or CallBudget.from_settings(WorkerSettings())
     images, decode_errors = _decode_all(jobs)
     outcomes: dict[Any, JobOutcome] = {
-        j.id: JobOutcome(j.id, error=decode_errors[j.image_sha256]) for j in jobs if j.image_sha256 in decode_errors
+        j.id: JobOutcome(j.id, error=decode_errors[j.image_sha256], error_code=ErrorCode.input.value)
+        for j in jobs if j.image_sha256 in decode_errors
     }
     by_task: dict[str, list[ClaimedJob]] = defaultdict(list)
     for job in jobs:
         if job.id not in outcomes:
             by_task[job.task].append(job)
     for task, group in by_task.items():
-        outcomes.update(_run_group(pipeline, task, group, images))
+        outcomes.update(_run_group(pipeline, task, group, images, budget))
     return [outcomes[job.id] for job in jobs]

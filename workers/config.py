@@ -1,5 +1,5 @@
-"""Settings of the workers package: broker, queues, model and batching, leases and the sweeper."""
-from pydantic import Field
+"""Settings of the workers package: broker, queues, model and batching, leases, time limits and the sweeper."""
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TASK_KINDS = ("caption", "vqa", "sentiment", "classify")
@@ -12,7 +12,7 @@ class WorkerSettings(BaseSettings):
 
     broker_url: str = "redis://127.0.0.1:6379/0"
     queue_prefix: str = "lensq"
-    # Longer than any job: a doorbell message is redelivered only after this (Redis transport).
+    # Longer than any message can run (see message_time_limit): a doorbell is redelivered only after this (Redis).
     visibility_timeout_seconds: int = 6 * 3600
 
     model: str = "lensq-tiny"
@@ -24,8 +24,38 @@ class WorkerSettings(BaseSettings):
     lease_seconds: float = Field(120.0, gt=0)
     max_attempts: int = Field(3, ge=1)
 
+    # One model call gets this long: a batch's batched call, or one job alone when its batch is re-run one by one.
+    job_time_limit_seconds: float = Field(300.0, gt=0)
+    # A call still running this long after its limit is stuck where Python cannot interrupt it: the process exits.
+    time_limit_grace_seconds: float = Field(30.0, gt=0)
+    # A doorbell claims no new batch after this long; it rings again instead, so no message holds a worker for long.
+    message_soft_time_limit_seconds: float = Field(600.0, gt=0)
+    # Celery's soft shutdown (cold shutdown only): 0 for the solo pool, see workers.celery_app.delivery_settings.
+    soft_shutdown_seconds: float = Field(0.0, ge=0)
+
     sweep_interval_seconds: float = Field(2.0, gt=0)
     stale_queued_seconds: float = Field(5.0, gt=0)
+
+    # Test-only fault injection (see workers/faults.py): off unless LENSQ_FAULT_INJECTION=1 on the worker.
+    fault_injection: bool = False
+    fault_stall_seconds: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _message_limit_below_visibility_timeout(self) -> "WorkerSettings":
+        if message_time_limit(self) >= self.visibility_timeout_seconds:
+            raise ValueError(f"a message may run {message_time_limit(self):.0f}s, not below the broker's visibility "
+                             f"timeout of {self.visibility_timeout_seconds}s: lower the time limits or raise it")
+        return self
+
+
+def worst_batch_seconds(settings: WorkerSettings) -> float:
+    """The longest one batch can take: its batched call, then each job alone, each cut off at its hard limit."""
+    return (settings.batch_size + 1) * (settings.job_time_limit_seconds + settings.time_limit_grace_seconds)
+
+
+def message_time_limit(settings: WorkerSettings) -> float:
+    """The hard limit of one doorbell: batches start only before the soft limit, and each is bounded."""
+    return settings.message_soft_time_limit_seconds + worst_batch_seconds(settings) + settings.time_limit_grace_seconds
 
 
 def queue_for_task(task: str, settings: WorkerSettings | None = None) -> str:

@@ -5,6 +5,8 @@ import logging
 import random
 import threading
 
+from sqlalchemy.exc import OperationalError
+
 from db.queries import SweepReport, queues_to_rering, requeue_expired
 from db.session import session_scope
 from workers.celery_app import all_queues, ring
@@ -40,6 +42,9 @@ class Sweeper(threading.Thread):
         while not self.stopped.wait(interval * random.uniform(0.8, 1.2)):
             try:
                 sweep_once(self.settings)
+            except OperationalError as exc:  # the database is down or restarting: expected, no traceback
+                log.warning("sweep failed, database unavailable (%s); trying again in %.1fs",
+                            next(iter(str(exc).splitlines()), "")[:200], interval)
             except Exception:
                 log.exception("sweep failed; trying again in %.1fs", interval)
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from celery import signals
+from sqlalchemy.exc import OperationalError
 
 from db.queries import claim_batch, queue_has_work, write_results
 from db.session import session_scope
-from workers.batch_runner import run_batch
+from workers.batch_runner import CallBudget, run_batch
 from workers.celery_app import RUN_QUEUE_TASK, app, ring
 from workers.config import WorkerSettings
 from workers.leases import keep_leases_alive
@@ -17,6 +19,8 @@ from workers.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 _sweeper: Sweeper | None = None
+# Set by a shutdown signal (SIGTERM: Celery's warm shutdown): finish the batch in flight, claim no other.
+_stopping = False
 
 
 def run_one_batch(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
@@ -28,23 +32,33 @@ def run_one_batch(*, queue: str, worker_id: str, settings: WorkerSettings) -> in
     if not claim.jobs:
         return 0
     with keep_leases_alive(lease_token=claim.lease_token, lease_seconds=settings.lease_seconds):
-        outcomes = run_batch(pipeline, claim.jobs)
+        outcomes = run_batch(pipeline, claim.jobs, CallBudget.from_settings(settings))
     with session_scope() as session:
         written = write_results(session, lease_token=claim.lease_token, outcomes=outcomes)
+    # The chaos suite counts these lines: every write and every late result refused.
+    log.info("lease %s: wrote %d results, discarded %d", claim.lease_token, written, len(outcomes) - written)
     if written < len(outcomes):
         log.warning("%d of %d results discarded: their lease was lost or the job cancelled", len(outcomes) - written,
                     len(outcomes))
     return len(claim.jobs)
 
 
+def _should_stop_claiming(started: float, settings: WorkerSettings) -> bool:
+    """Whether this message should claim no further batch: the worker is stopping or the message ran long."""
+    return _stopping or time.monotonic() - started > settings.message_soft_time_limit_seconds
+
+
 def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
     """Runs batches until the queue is empty or this message's share is used, then rings again if work is left."""
+    started = time.monotonic()
     claimed = 0
     for _ in range(settings.max_batches_per_message):
         count = run_one_batch(queue=queue, worker_id=worker_id, settings=settings)
         claimed += count
         if count == 0:
             return claimed
+        if _should_stop_claiming(started, settings):
+            break
     with session_scope() as session:
         more = queue_has_work(session, queue=queue)
     if more:
@@ -56,9 +70,25 @@ def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
 def run_queue(self, queue: str, reason: str = "submitted") -> int:
     """A doorbell: whatever is queued on `queue` gets claimed; a stale or duplicate ring claims nothing."""
     worker_id = f"{self.request.hostname or 'worker'}/{os.getpid()}"
-    claimed = drain_queue(queue=queue, worker_id=worker_id, settings=WorkerSettings())
+    try:
+        claimed = drain_queue(queue=queue, worker_id=worker_id, settings=WorkerSettings())
+    except OperationalError as exc:
+        # Nothing is lost: queued jobs stay queued and are rung again by the sweeper; a batch whose results could
+        # not be written keeps its lease until it lapses, then the sweeper re-queues it.
+        log.warning("%s: database unavailable (%s); leaving the queue to the sweeper", queue,
+                    next(iter(str(exc).splitlines()), "")[:200])
+        return 0
     log.info("%s (%s): %d jobs", queue, reason, claimed)
     return claimed
+
+
+@signals.worker_process_init.connect
+def load_model(**_kwargs) -> None:
+    """Loads the model before the worker says it is ready: a ready worker serves its first message at once.
+
+    Importing torch alone can take tens of seconds on a busy machine; paid here, it never delays a job or a
+    recovery, and a worker whose checkpoint is broken shows it at start (get_pipeline tries again on demand)."""
+    get_pipeline()
 
 
 @signals.worker_ready.connect
@@ -67,6 +97,13 @@ def start_sweeper(**_kwargs) -> None:
     global _sweeper
     _sweeper = Sweeper(WorkerSettings())
     _sweeper.start()
+
+
+@signals.worker_shutting_down.connect
+def stop_claiming(**_kwargs) -> None:
+    """Sent from the signal handler: the batch in flight finishes and is written, the rest is rung for others."""
+    global _stopping
+    _stopping = True
 
 
 @signals.worker_shutdown.connect

@@ -47,4 +47,6 @@ def readyz(request: Request) -> JSONResponse:
     """Ready to take jobs: the database answers a query and the broker accepts a connection."""
     checks = {"database": _database_ok(request), "broker": _broker_ok()}
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+    headers = {} if ready else {"Retry-After": "5"}  # a load balancer or client may try again shortly
+    return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503,
+                        headers=headers)

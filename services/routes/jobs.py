@@ -10,18 +10,20 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from db.models import Job
-from db.queries import cancel_job, get_job, is_final, list_jobs
-from services.deps import SessionDep, SettingsDep, TenantDep
+from db.queries import cancel_job, find_job_by_idempotency_key, get_job, is_final, list_jobs
+from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from services.errors import InputError
 from services.input_checks import check_job
+from services.rate_limits import check_job_quota
 from services.request_bodies import read_job
 from services.schemas import (
-    AUTH_ERRORS,
     JOB_CREATE_EXAMPLES,
     JOB_EXAMPLE,
     QUEUED_JOB_EXAMPLE,
+    ErrorCodeName,
     JobCreate,
     JobCreateForm,
     JobPublic,
@@ -33,7 +35,7 @@ from services.schemas import (
 )
 from services.submission import check_idempotency_key, submit_job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ACCESS_ERRORS)
 
 NOT_FOUND = {404: error_response("No such job for this tenant", "job_id", "no job with this id")}
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="Retry-safe submission key.")]
@@ -70,19 +72,27 @@ def job_response(job: Job, status_code: int = 200) -> JSONResponse:
         413: error_response("Too large", "image", "image is 20000000 bytes, over the limit of 10485760"),
         415: error_response("Unsupported format", "image", "SVG is not supported; send one of JPEG, PNG, ..."),
         422: error_response("A field is invalid", "question", "question must not be empty"),
-        **AUTH_ERRORS,
+        429: {**ACCESS_ERRORS[429], "description": "Too many requests from this key this minute (Authorization), "
+                                                   "or the tenant's quota of queued and running jobs is full (jobs)"},
     },
 )
-async def create_job(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+async def create_job(request: Request, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep,
                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a job: JSON with a base64 data: URL image, or multipart with the image as a file part."""
     key = check_idempotency_key(idempotency_key, settings)
-    raw = await read_job(request, settings)
+    raw = await read_job(request, settings, allow_image_urls=tenant.allow_image_urls)
     checked = await run_in_threadpool(check_job, raw.fields, raw.image_bytes, settings)
+    await run_in_threadpool(_check_quota_unless_replay, session, tenant, key)
     submitted = await run_in_threadpool(
         lambda: submit_job(session, tenant_id=tenant.id, checked=checked, settings=settings, idempotency_key=key)
     )
     return job_response(submitted.job, 202 if submitted.created else 200)
+
+
+def _check_quota_unless_replay(session: Session, tenant: CurrentTenant, key: str | None) -> None:
+    """The quota check for one more job; a retry of a stored Idempotency-Key gets its replay instead."""
+    if key is None or find_job_by_idempotency_key(session, tenant_id=tenant.id, key=key) is None:
+        check_job_quota(session, tenant_id=tenant.id, limit=tenant.max_active_jobs, new_jobs=1)
 
 
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
@@ -94,38 +104,41 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) inside a cursor; a 422 naming `cursor` if it is not one of ours."""
     try:
         created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+        created_at, job_id = datetime.fromisoformat(created_at), uuid.UUID(job_id)
     except (ValueError, TypeError, json.JSONDecodeError):
         raise InputError("cursor", "not a cursor returned by this API") from None
+    if created_at.tzinfo is None:  # ours always carry a zone; the ledger refuses naive times
+        raise InputError("cursor", "not a cursor returned by this API")
+    return created_at, job_id
 
 
 @router.get(
     "",
     response_model=JobsPublic,
-    responses={200: example_response("A page of jobs", {"data": [JOB_EXAMPLE], "next_cursor": "WyIyMDI2LTAxLTAx..."}),
-               **AUTH_ERRORS},
+    responses={200: example_response("A page of jobs", {"data": [JOB_EXAMPLE], "next_cursor": "WyIyMDI2LTAxLTAx..."})},
 )
 def list_jobs_route(
-    tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+    tenant: ReadTenant, session: SessionDep, settings: SettingsDep,
     status: Annotated[StatusName | None, Query(examples=["succeeded"])] = None,
     task: Annotated[TaskName | None, Query(examples=["vqa"])] = None,
     batch_id: Annotated[uuid.UUID | None, Query()] = None,
+    error_code: Annotated[ErrorCodeName | None, Query(examples=["dead"], description="why failed jobs failed")] = None,
     limit: Annotated[int | None, Query(ge=1, examples=[50])] = None,
     cursor: Annotated[str | None, Query(description="next_cursor from the previous page")] = None,
 ) -> JobsPublic:
-    """The tenant's jobs, newest first, filtered by status, task or batch; follow next_cursor for more."""
+    """The tenant's jobs, newest first, filtered by status, task, batch or error code; follow next_cursor for more."""
     limit = min(limit or settings.default_page_size, settings.max_page_size)
     after = decode_cursor(cursor) if cursor else None
     jobs = list_jobs(session, tenant_id=tenant.id, limit=limit + 1, status=status, task=task, batch_id=batch_id,
-                     after=after)
+                     error_code=error_code, after=after)
     page, more = jobs[:limit], len(jobs) > limit
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
     return JobsPublic(data=[JobPublic.from_row(job) for job in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic,
-            responses={200: example_response("The job", JOB_EXAMPLE), **NOT_FOUND, **AUTH_ERRORS})
-def get_job_route(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> JobPublic:
+            responses={200: example_response("The job", JOB_EXAMPLE), **NOT_FOUND})
+def get_job_route(job_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) -> JobPublic:
     """One job with its status and, once it finished, its result or error."""
     job = get_job(session, tenant_id=tenant.id, job_id=job_id)
     if job is None:
@@ -139,10 +152,10 @@ def get_job_route(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> 
     responses={
         200: example_response("Cancelled", {**QUEUED_JOB_EXAMPLE, "status": "cancelled"}),
         409: error_response("Already finished", "status", "job already succeeded"),
-        **NOT_FOUND, **AUTH_ERRORS,
+        **NOT_FOUND,
     },
 )
-def cancel_job_route(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> JobPublic:
+def cancel_job_route(job_id: uuid.UUID, tenant: SubmitTenant, session: SessionDep) -> JobPublic:
     """Cancel a queued or running job (a running job's result is discarded when it arrives)."""
     job = get_job(session, tenant_id=tenant.id, job_id=job_id)
     if job is None:

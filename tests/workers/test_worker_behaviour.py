@@ -56,7 +56,22 @@ def test_a_bad_image_fails_alone(tenant, two_workers, session_factory, ring):
     assert statuses == ["succeeded"] * 3 + ["failed"] * 2 + ["succeeded"] * 3
     for job_id in ids[3:5]:
         assert jobs[job_id].error.startswith("image: ") and jobs[job_id].result is None
+        assert jobs[job_id].error_code == "input"
+    assert all(jobs[i].error_code is None for i in ids if jobs[i].status == "succeeded")
     assert all(isinstance(jobs[i].result["answer"], str) for i in ids if jobs[i].status == "succeeded")
+
+
+@pytest.mark.timeout(180)
+def test_a_job_the_model_fails_on_fails_alone(tenant, two_workers, session_factory, ring):
+    images = [shape_png(3050 + i) for i in range(4)]
+    good = _seed(session_factory, tenant, images[:3], task="vqa", params={"question": "what shape?"})
+    # Written straight into the ledger without its question (the API would refuse it): the model call raises.
+    [poison] = _seed(session_factory, tenant, images[3:], task="vqa", params={})
+    ring("lensq.vqa")
+    jobs = wait_for_final(session_factory, good + [poison], timeout=120)
+    assert (jobs[poison].status, jobs[poison].error_code) == ("failed", "model")
+    assert jobs[poison].error.startswith("model: KeyError")
+    assert all(jobs[i].status == "succeeded" and jobs[i].error_code is None for i in good)
 
 
 @pytest.mark.timeout(180)
@@ -80,6 +95,7 @@ def test_sweeper_requeues_an_expired_lease_and_fails_after_max_attempts(tenant, 
     assert (recovered.status, recovered.attempts) == ("succeeded", 2)
     assert recovered.lease_owner.rsplit("/", 1)[1] in {str(w.pid) for w in two_workers}
     assert given_up.status == "failed" and "lease expired" in given_up.error and given_up.attempts == 3
+    assert given_up.error_code == "dead" and recovered.error_code is None
 
 
 @pytest.mark.timeout(180)
