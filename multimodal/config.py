@@ -53,6 +53,9 @@ class ProjectorCfg:
 class HeadCfg:
     sentiment_labels: tuple[str, ...] = ("negative", "neutral", "positive")
     hidden: int = 256
+    # A per-token embedding offset used only on the sentiment path, trained with the head through the frozen LM:
+    # for a decoder trained from scratch, whose stage 2 never gave the post words a meaning.
+    token_adapter: bool = False
 
 
 @dataclass

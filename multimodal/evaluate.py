@@ -141,13 +141,17 @@ def evaluate_checkpoint(folder: Path, sentiment: dict | None = None, vqa_limit: 
         metrics["sentiment_heldout"] = previous["metrics"]["sentiment_heldout"]
     if int8:
         metrics["int8_cpu"] = int8_comparison(folder, pipe, test, metrics["easyvqa_test"]["exact_match"])
+    commands = {
+        "train": trained.get("command") or previous.get("commands", {}).get("train"),
+        "evaluate": f"python -m multimodal.evaluate {folder.as_posix()}",
+    }
+    note = trained.get("command_note") or previous.get("commands", {}).get("train_note")
+    if note:
+        commands["train_note"] = note
     report = {
         "model_version": pipe.model_version,
         "metrics": metrics,
-        "commands": {
-            "train": trained.get("command") or previous.get("commands", {}).get("train"),
-            "evaluate": f"python -m multimodal.evaluate {folder.as_posix()}",
-        },
+        "commands": commands,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
     }
     (folder / "eval.json").write_text(json.dumps(report, indent=2) + "\n")

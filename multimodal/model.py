@@ -29,15 +29,30 @@ class ImageProjector(nn.Module):
 
 
 class SentimentHead(nn.Module):
-    """Mean LM hidden state over image positions ⊕ over text positions (B, 2D) → class logits (B, C)."""
+    """Mean LM hidden state over image positions ⊕ over text positions (B, 2D) → class logits (B, C).
 
-    def __init__(self, lm_width: int, hidden: int, n_classes: int):
+    With a token adapter (vocab_size > 0) the head also owns an embedding offset per token, added to the text
+    positions' input embeddings on the sentiment path only: generation never sees it, so captions and answers
+    stay exactly as they were, and only this head's file changes when it trains.
+    """
+
+    def __init__(self, lm_width: int, hidden: int, n_classes: int, vocab_size: int = 0):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(2 * lm_width), nn.Linear(2 * lm_width, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
+        self.token_delta = nn.Embedding(vocab_size, lm_width) if vocab_size else None
+        if self.token_delta is not None:
+            nn.init.zeros_(self.token_delta.weight)  # starts as the plain LM
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, 2D) from VisionLanguageModel.sentiment_features → logits (B, C)."""
         return self.net(features.float())
+
+    def adapt(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Spliced input embeddings (B, T, D) plus this head's offsets at text positions (unchanged without one)."""
+        if self.token_delta is None:
+            return embeds
+        is_text = (input_ids != IMAGE_PLACEHOLDER_ID)[..., None]  # (B, T, 1)
+        return embeds + self.token_delta(input_ids.clamp(min=0)).to(embeds.dtype) * is_text
 
 
 def pool_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -58,7 +73,13 @@ class VisionLanguageModel(nn.Module):
         self.tokenizer = tokenizer
         lm_width = lm.get_input_embeddings().embedding_dim
         self.projector = ImageProjector(cfg, vision_width(clip), clip_embed_dim(clip), lm_width)
-        self.sentiment_head = SentimentHead(lm_width, cfg.heads.hidden, len(cfg.heads.sentiment_labels))
+        self.sentiment_head = self.new_sentiment_head()
+
+    def new_sentiment_head(self) -> SentimentHead:
+        """A freshly initialised sentiment head as the config describes it."""
+        embeddings = self.lm.get_input_embeddings()
+        vocab_size = embeddings.num_embeddings if self.cfg.heads.token_adapter else 0
+        return SentimentHead(embeddings.embedding_dim, self.cfg.heads.hidden, len(self.cfg.heads.sentiment_labels), vocab_size)
 
     @property
     def n_image_tokens(self) -> int:
@@ -83,16 +104,21 @@ class VisionLanguageModel(nn.Module):
 
     def forward(self, input_ids, attention_mask, image_embeds, labels=None, position_ids=None, **kwargs):
         """One LM pass over spliced embeddings; input_ids (B, T) with K placeholders per row."""
-        embeds = self.embed(input_ids, image_embeds)
+        return self.run_lm(self.embed(input_ids, image_embeds), attention_mask, labels, position_ids, **kwargs)
+
+    def run_lm(self, embeds, attention_mask, labels=None, position_ids=None, **kwargs):
+        """The LM over input embeddings (B, T, D); positions count only attended tokens (left padding)."""
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         return self.lm(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, labels=labels, **kwargs
         )
 
-    def sentiment_features(self, input_ids, attention_mask, image_embeds) -> torch.Tensor:
-        """The pooled LM features the sentiment head reads: (B, 2D)."""
-        out = self.forward(input_ids, attention_mask, image_embeds, output_hidden_states=True)
+    def sentiment_features(self, input_ids, attention_mask, image_embeds, head: SentimentHead | None = None) -> torch.Tensor:
+        """The pooled LM features `head` (default: this model's) reads: (B, 2D)."""
+        head = head or self.sentiment_head
+        embeds = head.adapt(self.embed(input_ids, image_embeds), input_ids)
+        out = self.run_lm(embeds, attention_mask, output_hidden_states=True)
         return pool_hidden(out.hidden_states[-1], input_ids, attention_mask)
 
     def sentiment_features_for(self, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:

@@ -305,24 +305,6 @@ def sentiment_feature_table(model, examples, variant: str = "fused", batch_size:
     return torch.cat(rows)
 
 
-def fit_head(head, features, labels, val_features, val_labels, args, resume, desc) -> dict:
-    rng = torch.Generator().manual_seed(args.seed)
-
-    def loss_fn(step: int) -> torch.Tensor:
-        picks = torch.randint(0, len(features), (128,), generator=rng)
-        return F.cross_entropy(head(features[picks]), labels[picks])
-
-    def validate() -> float:
-        with torch.no_grad():
-            return float((head(val_features).argmax(1) == val_labels).float().mean())
-
-    cfg = LoopCfg(steps=args.steps_sentiment, lr=2e-3, weight_decay=0.01, warmup=50, eval_every=100,
-                  patience=args.patience + 2, seed=args.seed)
-    for param in head.parameters():
-        param.requires_grad = True
-    return run_loop(head, loss_fn, validate, cfg, resume, desc=desc)
-
-
 def sentiment_report(head, features, labels, subsets, label_names) -> dict:
     from sklearn.metrics import classification_report, f1_score
 
@@ -340,26 +322,111 @@ def sentiment_report(head, features, labels, subsets, label_names) -> dict:
 
 
 def train_sentiment(model, corpus: Corpus, args, resume: Path) -> dict:
-    """Stage 3: only the head trains, on cached pooled features; text-only and image-only heads as ablations."""
+    """Stage 3: only the head trains (with its token adapter, if any); text-only and image-only heads as ablations."""
     import copy
 
     from .data.sentiment import sentiment_dataset
 
     _freeze_all(model)
     model.eval()
+    if args.token_adapter and not model.cfg.heads.token_adapter:  # a checkpoint given one now (--init-from)
+        model.cfg.heads.token_adapter = True
+        model.sentiment_head = model.new_sentiment_head()
     names = model.cfg.heads.sentiment_labels
-    splits = {"train": sentiment_dataset(3000, seed=args.seed + 10), "val": sentiment_dataset(500, seed=args.seed + 11),
+    splits = {"train": sentiment_dataset(args.sentiment_train_size, seed=args.seed + 10),
+              "val": sentiment_dataset(500, seed=args.seed + 11),
               "test": sentiment_dataset(1500, seed=SENTIMENT_TEST_SEED)}
     labels = {k: torch.tensor([names.index(e.label) for e in v]) for k, v in splits.items()}
-    report = {"sizes": {k: len(v) for k, v in splits.items()}, "test_seed": SENTIMENT_TEST_SEED}
+    report = {"sizes": {k: len(v) for k, v in splits.items()}, "test_seed": SENTIMENT_TEST_SEED,
+              "token_adapter": model.cfg.heads.token_adapter}
     fresh_head = copy.deepcopy(model.sentiment_head)
     for variant in ("fused", "text_only", "image_only"):
-        feats = {k: sentiment_feature_table(model, v, variant) for k, v in splits.items()}
         head = model.sentiment_head if variant == "fused" else copy.deepcopy(fresh_head)
-        loop = fit_head(head, feats["train"], labels["train"], feats["val"], labels["val"], args,
-                        resume.with_name(f"{resume.stem}-{variant}.pt"), desc=f"stage 3 sentiment ({variant})")
+        fit = fit_head if head.token_delta is None else fit_adapter_head
+        loop, test_features = fit(model, head, splits, labels, variant, args, resume.with_name(f"{resume.stem}-{variant}.pt"))
         report[variant] = {"loop": {k: loop[k] for k in ("best_metric", "best_step", "step")},
-                           "test": sentiment_report(head, feats["test"], labels["test"], [e.subset for e in splits["test"]], names)}
+                           "test": sentiment_report(head, test_features, labels["test"], [e.subset for e in splits["test"]], names)}
         tqdm.write(f"sentiment {variant}: test accuracy {report[variant]['test']['accuracy']:.4f}")
     print(report["fused"]["test"]["classification_report_text"])
     return report
+
+
+def _head_loop_cfg(args) -> LoopCfg:
+    return LoopCfg(steps=args.steps_sentiment, lr=2e-3, weight_decay=0.01, warmup=50, eval_every=100,
+                   patience=args.patience + 2, seed=args.seed)
+
+
+def fit_head(model, head, splits, labels, variant, args, resume) -> tuple[dict, torch.Tensor]:
+    """The head alone on cached pooled features (the LM path does not depend on it); → loop report, test features."""
+    feats = {k: sentiment_feature_table(model, v, variant) for k, v in splits.items()}
+    rng = torch.Generator().manual_seed(args.seed)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        picks = torch.randint(0, len(feats["train"]), (128,), generator=rng)
+        return F.cross_entropy(head(feats["train"][picks]), labels["train"][picks])
+
+    def validate() -> float:
+        with torch.no_grad():
+            return float((head(feats["val"]).argmax(1) == labels["val"]).float().mean())
+
+    for param in head.parameters():
+        param.requires_grad = True
+    return run_loop(head, loss_fn, validate, _head_loop_cfg(args), resume, desc=f"stage 3 sentiment ({variant})"), feats["test"]
+
+
+@dataclass
+class SentimentInputs:
+    """A split ready for the LM: image embeddings (N, K, D), computed once, and prompt token ids per example."""
+
+    image_embeds: torch.Tensor
+    prompts: list[list[int]]
+
+
+@torch.no_grad()
+def sentiment_inputs(model, examples, variant: str, batch_size: int = 64) -> SentimentInputs:
+    from PIL import Image
+
+    from .preprocess import images_to_batch
+    from .prompts import encode_prompt
+
+    blank = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (245, 245, 245))
+    vision, chunks = model.cfg.vision, []
+    for start in range(0, len(examples), batch_size):
+        images = [blank if variant == "text_only" else e.image for e in examples[start : start + batch_size]]
+        chunks.append(model.encode_images(images_to_batch(images, IMAGE_SIZE, vision.mean, vision.std)))
+    texts = ["" if variant == "image_only" else e.text.strip() for e in examples]
+    prompts = [encode_prompt(model.tokenizer, "sentiment", model.n_image_tokens, text=t) for t in texts]
+    return SentimentInputs(torch.cat(chunks), prompts)
+
+
+def adapter_features(model, head, inputs: SentimentInputs, picks) -> torch.Tensor:
+    """Pooled features (len(picks), 2D) through the frozen LM, differentiable in the head's token adapter."""
+    from .generation import right_pad
+
+    ids, mask = right_pad([inputs.prompts[int(i)] for i in picks], model.tokenizer.pad_token_id)
+    return model.sentiment_features(ids, mask, inputs.image_embeds[torch.as_tensor(picks)], head)
+
+
+@torch.no_grad()
+def adapter_feature_table(model, head, inputs: SentimentInputs, batch_size: int = 256) -> torch.Tensor:
+    n = len(inputs.prompts)
+    return torch.cat([adapter_features(model, head, inputs, range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)])
+
+
+def fit_adapter_head(model, head, splits, labels, variant, args, resume) -> tuple[dict, torch.Tensor]:
+    """Head and token adapter together, through the frozen LM; → loop report, test features."""
+    inputs = {k: sentiment_inputs(model, v, variant) for k, v in splits.items()}
+    rng = torch.Generator().manual_seed(args.seed)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        picks = torch.randint(0, len(inputs["train"].prompts), (128,), generator=rng)
+        return F.cross_entropy(head(adapter_features(model, head, inputs["train"], picks)), labels["train"][picks])
+
+    def validate() -> float:
+        with torch.no_grad():
+            return float((head(adapter_feature_table(model, head, inputs["val"])).argmax(1) == labels["val"]).float().mean())
+
+    for param in head.parameters():
+        param.requires_grad = True
+    loop = run_loop(head, loss_fn, validate, _head_loop_cfg(args), resume, desc=f"stage 3 sentiment ({variant}, adapter)")
+    return loop, adapter_feature_table(model, head, inputs["test"])

@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--train-vision", action="store_true", help="also fine-tune the vision tower in stage 2")
+    parser.add_argument("--token-adapter", action="store_true",
+                        help="stage 3: give the sentiment head a token adapter (the lensq-tiny preset has one)")
+    parser.add_argument("--sentiment-train-size", type=int, default=3000, help="stage 3 training examples (generated)")
     parser.add_argument("--n-generated", type=int, default=12000, help="generated images per data kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

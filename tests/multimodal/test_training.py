@@ -127,3 +127,32 @@ def test_per_sequence_loss_weighs_each_sequence_equally():
     right = torch.nn.functional.cross_entropy(logits[0, 0:1], torch.tensor([0]))
     expected = 0.5 * (right + torch.log(torch.tensor(3.0)))
     assert torch.allclose(per_sequence_loss(logits, labels), expected, atol=1e-6)
+
+
+def test_the_token_adapter_learns_text_classes_through_the_frozen_lm_and_leaves_generation_alone(random_tiny):
+    model = random_tiny
+    assert model.sentiment_head.token_delta is not None, "the lensq-tiny preset has a token adapter"
+    for param in model.parameters():
+        param.requires_grad = False
+    lm_before = {n: p.detach().clone() for n, p in model.lm.named_parameters()}
+    rng, store = random.Random(0), ImageStore(64)
+    images = [generate_scene(rng)[0] for _ in range(6)]
+    pixels = store.pixels([store.add(image) for image in images], model.cfg.vision.mean, model.cfg.vision.std)
+    captions_before = Pipeline(model, "test").caption(images)
+    # the class is carried by the text alone; one image for all, so only the adapter's words can tell them apart
+    texts, labels = ["red circle", "blue circle", "green circle"] * 2, torch.tensor([0, 2, 1] * 2)
+    head = model.sentiment_head
+    for param in head.parameters():
+        param.requires_grad = True
+    same_image = pixels[:1].expand(len(texts), -1, -1, -1)
+
+    def loss(step: int) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(head(model.sentiment_features_for(same_image, texts)), labels)
+
+    run_loop(head, loss, lambda: 0.0, LoopCfg(steps=80, lr=1e-2, warmup=5, eval_every=1000, patience=100), desc="adapter")
+    with torch.no_grad():
+        predicted = head(model.sentiment_features_for(same_image, texts)).argmax(1)
+    assert predicted.tolist() == labels.tolist()
+    assert head.token_delta.weight.abs().sum() > 0
+    assert all(torch.equal(p, lm_before[n]) for n, p in model.lm.named_parameters()), "the LM stays frozen"
+    assert Pipeline(model, "test").caption(images) == captions_before, "generation never sees the adapter"
