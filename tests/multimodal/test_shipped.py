@@ -85,3 +85,20 @@ def test_mismatched_lengths_are_refused(tiny_pipeline):
 
     with pytest.raises(ValueError, match="questions"):
         tiny_pipeline.answer([Image.new("RGB", (8, 8))], ["a?", "b?"])
+
+
+def test_tiny_meets_its_sentiment_bars_minus_one_point(tiny_pipeline):
+    """Every 5th example of the held-out sentiment test split: overall ≥ 96%, image- and text-decides ≥ 94%."""
+    from multimodal.data.sentiment import sentiment_dataset
+    from multimodal.stages import SENTIMENT_TEST_SEED
+
+    examples = sentiment_dataset(1500, seed=SENTIMENT_TEST_SEED)[::5]
+    predicted = [r["label"] for r in tiny_pipeline.sentiment([e.image for e in examples], [e.text for e in examples])]
+    correct = [p == e.label for p, e in zip(predicted, examples)]
+
+    def accuracy(subset=None) -> float:
+        picked = [c for c, e in zip(correct, examples) if subset in (None, e.subset)]
+        return sum(picked) / len(picked)
+
+    assert accuracy() >= 0.96, accuracy()
+    assert accuracy("image_decides") >= 0.94 and accuracy("text_decides") >= 0.94, (accuracy("image_decides"), accuracy("text_decides"))
