@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from worker_processes import Worker, WorkerPool
 
 PG_HOST = os.environ.get("LENSQ_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("LENSQ_TEST_PG_USER", "postgres")
@@ -164,74 +163,6 @@ def unserved_api(service_env, tmp_path_factory) -> Iterator[ApiServer]:
     server = _start_api(env, tmp_path_factory.mktemp("unserved-api") / "api.log")
     yield server
     stop_process(server.process)
-
-
-@dataclass
-class Worker:
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-@dataclass
-class WorkerPool:
-    """Real Celery worker subprocesses (solo pool: one process, one model each)."""
-
-    env: dict[str, str]
-    log_dir: Path
-    workers: list[Worker] = field(default_factory=list)
-    started: int = 0
-
-    def start(self, count: int = 1, timeout: float = 120) -> list[Worker]:
-        from services.processes import start_process, worker_command
-
-        new = []
-        for _ in range(count):
-            self.started += 1
-            name = f"w{self.started}@test"
-            log_path = self.log_dir / f"worker-{self.started}.log"
-            process = start_process(worker_command(name=name), env=self.env, log_path=log_path)
-            new.append(Worker(name=name, process=process, log_path=log_path))
-        for worker in new:
-            _wait_for_worker_ready(worker, timeout)
-        self.workers.extend(new)
-        return new
-
-    def alive(self) -> list[Worker]:
-        return [w for w in self.workers if w.process.poll() is None]
-
-    def kill_hard(self, worker: Worker) -> None:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        from services.processes import stop_process
-
-        for worker in self.workers:
-            stop_process(worker.process)
-        self.workers = []
-
-    def ensure(self, count: int) -> list[Worker]:
-        """At least `count` live workers."""
-        self.workers = self.alive()
-        if len(self.workers) < count:
-            self.start(count - len(self.workers))
-        return self.workers
-
-
-def _wait_for_worker_ready(worker: Worker, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"{worker.name} exited: {worker.log_path.read_text(errors='replace')[-3000:]}")
-        if worker.log_path.exists() and " ready." in worker.log_path.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{worker.name} not ready after {timeout}s")
 
 
 @pytest.fixture(scope="session")

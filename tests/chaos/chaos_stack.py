@@ -4,13 +4,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.processes import api_command, free_port, start_process, stop_process, wait_until_ready, worker_command
+from services.processes import api_command, free_port, start_process, stop_process, wait_until_ready
 
 CLUSTER_PREFIX = "lensq_chaos_"
 
@@ -140,64 +139,3 @@ class ApiServer:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
-
-
-@dataclass
-class Worker:
-    """One Celery worker process (solo pool: one process, one model)."""
-
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-        return self.log_path.exists() and " ready." in self.log_path.read_text(errors="replace")
-
-
-@dataclass
-class Workers:
-    """The run's workers: started, killed, stopped and replaced; every log kept for counting."""
-
-    env: dict[str, str]
-    folder: Path
-    started: list[Worker] = field(default_factory=list)
-
-    def start(self, count: int = 1, timeout: float = 150) -> list[Worker]:
-        new = []
-        for _ in range(count):
-            name = f"chaos{len(self.started) + 1}@test"
-            log_path = self.folder / f"worker-{len(self.started) + 1}.log"
-            worker = Worker(name, start_process(worker_command(name=name), env=self.env, log_path=log_path), log_path)
-            self.started.append(worker)
-            new.append(worker)
-        deadline = time.monotonic() + timeout
-        while not all(w.ready() for w in new):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"workers not ready after {timeout:.0f}s")
-            time.sleep(0.2)
-        return new
-
-    def alive(self) -> list[Worker]:
-        return [w for w in self.started if w.process.poll() is None]
-
-    def kill_hard(self, worker: Worker) -> None:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.process.wait(timeout=30)
-
-    def terminate(self, worker: Worker, timeout: float = 120) -> int:
-        """SIGTERM to the worker alone (Celery's warm shutdown); returns its exit status."""
-        os.kill(worker.pid, signal.SIGTERM)
-        return worker.process.wait(timeout=timeout)
-
-    def stop_all(self) -> None:
-        for worker in self.alive():
-            stop_process(worker.process)
-
-    def logs(self) -> str:
-        return "".join(w.log_path.read_text(errors="replace") for w in self.started if w.log_path.exists())

@@ -22,7 +22,8 @@ from sqlalchemy import func, select
 from db.models import Job
 from image_factory import data_url, shape_png
 from polling import wait_until
-from chaos_stack import ApiServer, PostgresCluster, RedisServer, Workers, missing_tools
+from worker_processes import WorkerPool
+from chaos_stack import ApiServer, PostgresCluster, RedisServer, missing_tools
 
 pytestmark = pytest.mark.chaos
 
@@ -52,7 +53,7 @@ class Stack:
     postgres: PostgresCluster
     redis: RedisServer
     api: ApiServer
-    workers: Workers
+    workers: WorkerPool
     session_factory: object
     submit_token: str
     poll_token: str
@@ -90,7 +91,7 @@ def stack(tmp_path):
         api = ApiServer(env=env, log_path=tmp_path / "api.log")
         cleanup.callback(api.stop)
         api.start()
-        workers = Workers(env=env, folder=tmp_path)
+        workers = WorkerPool(env=env, log_dir=tmp_path, name_prefix="chaos", ready_timeout=150)
         cleanup.callback(workers.stop_all)
         workers.start(2)
         yield Stack(postgres, redis, api, workers, session_factory, submit, poll, tenant_id)
@@ -225,7 +226,7 @@ def _worker_mid_batch(stack: Stack):
 def kill_mid_batch(stack: Stack, answers: Answers, singles: list[dict]) -> dict:
     victim = wait_until(lambda: _worker_mid_batch(stack), timeout=90, interval=0.02, what="a worker mid-batch")
     at = time.time()
-    stack.workers.kill_hard(victim)
+    stack.workers.kill_hard(victim, timeout=30)
     orphaned = _running_by_pid(stack.session_factory).get(victim.pid, [])
     submit_singles(stack, answers, singles)
     stack.workers.start(1)
