@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,8 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 # What a lost database looks like through SQLAlchemy: refused or dropped connections, a full pool.
 DATABASE_UNAVAILABLE = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError)
 
+T = TypeVar("T")
+
 
 class InputError(Exception):
     """A request LensQ refuses; `field` names what was wrong, `status` is the 4xx to answer with."""
@@ -23,6 +26,13 @@ class InputError(Exception):
     def __init__(self, field: str, message: str, status: int = 422, headers: dict[str, str] | None = None):
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.status, self.headers = field, message, status, headers
+
+
+def found(row: T | None, field: str) -> T:
+    """The tenant's row, or a 404 naming the id field: another tenant's resource is answered as missing."""
+    if row is None:
+        raise InputError(field, f"no {field.removesuffix('_id')} with this id", 404)
+    return row
 
 
 def error_body(field: str, message: str) -> dict:

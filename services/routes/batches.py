@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from db.queries import batch_counts, batch_jobs, find_batch_by_idempotency_key, get_batch
 from services.config import ServiceSettings
 from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, SettingsDep, SubmitTenant
-from services.errors import InputError
+from services.errors import found
 from services.input_checks import CheckedJob, check_job
 from services.rate_limits import check_job_quota
 from services.request_bodies import RawJob, read_batch
@@ -101,9 +101,7 @@ async def create_batch(request: Request, tenant: SubmitTenant, session: SessionD
             responses={200: example_response("The batch", BATCH_EXAMPLE), **NOT_FOUND})
 def get_batch_route(batch_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) -> BatchPublic:
     """A batch's counts per status and its progress."""
-    batch = get_batch(session, tenant_id=tenant.id, batch_id=batch_id)
-    if batch is None:
-        raise InputError("batch_id", "no batch with this id", 404)
+    batch = found(get_batch(session, tenant_id=tenant.id, batch_id=batch_id), "batch_id")
     return BatchPublic.from_row(batch, batch_counts(session, batch_id=batch.id))
 
 
@@ -123,8 +121,6 @@ def result_line(job) -> str:
 )
 def batch_results(batch_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) -> Response:
     """The batch's jobs as JSONL, one line per item in submission order (unfinished ones show their status)."""
-    batch = get_batch(session, tenant_id=tenant.id, batch_id=batch_id)
-    if batch is None:
-        raise InputError("batch_id", "no batch with this id", 404)
+    batch = found(get_batch(session, tenant_id=tenant.id, batch_id=batch_id), "batch_id")
     lines = [result_line(job) for job in batch_jobs(session, batch_id=batch.id)]
     return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson")

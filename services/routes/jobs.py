@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from db.models import Job
 from db.queries import cancel_job, find_job_by_idempotency_key, get_job, is_final, list_jobs
 from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, SettingsDep, SubmitTenant
-from services.errors import InputError
+from services.errors import InputError, found
 from services.input_checks import check_job
 from services.rate_limits import check_job_quota
 from services.request_bodies import read_job
@@ -140,9 +140,7 @@ def list_jobs_route(
             responses={200: example_response("The job", JOB_EXAMPLE), **NOT_FOUND})
 def get_job_route(job_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) -> JobPublic:
     """One job with its status and, once it finished, its result or error."""
-    job = get_job(session, tenant_id=tenant.id, job_id=job_id)
-    if job is None:
-        raise InputError("job_id", "no job with this id", 404)
+    job = found(get_job(session, tenant_id=tenant.id, job_id=job_id), "job_id")
     return JobPublic.from_row(job)
 
 
@@ -157,9 +155,7 @@ def get_job_route(job_id: uuid.UUID, tenant: ReadTenant, session: SessionDep) ->
 )
 def cancel_job_route(job_id: uuid.UUID, tenant: SubmitTenant, session: SessionDep) -> JobPublic:
     """Cancel a queued or running job (a running job's result is discarded when it arrives)."""
-    job = get_job(session, tenant_id=tenant.id, job_id=job_id)
-    if job is None:
-        raise InputError("job_id", "no job with this id", 404)
+    job = found(get_job(session, tenant_id=tenant.id, job_id=job_id), "job_id")
     if is_final(job.status):
         raise InputError("status", f"job already {job.status}", 409)
     job = cancel_job(session, tenant_id=tenant.id, job_id=job_id)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from db.models import ApiKey
 from db.queries import DEFAULT_KEY_SCOPES, create_api_key, get_api_key, revoke_tenant_key, tenant_api_keys
 from services.deps import ACCESS_ERRORS, BODY_ERRORS, AdminTenant, SessionDep, SettingsDep
-from services.errors import InputError
+from services.errors import InputError, found
 from services.schemas import error_response, example_response
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ACCESS_ERRORS)
@@ -104,9 +104,7 @@ def list_keys(tenant: AdminTenant, session: SessionDep) -> KeysPublic:
             responses={200: example_response("The key", KEY_EXAMPLE), **NOT_FOUND})
 def get_key(key_id: uuid.UUID, tenant: AdminTenant, session: SessionDep) -> KeyPublic:
     """One of this tenant's keys, without its token."""
-    key = get_api_key(session, tenant_id=tenant.id, key_id=key_id)
-    if key is None:
-        raise InputError("key_id", "no key with this id", 404)
+    key = found(get_api_key(session, tenant_id=tenant.id, key_id=key_id), "key_id")
     return KeyPublic.from_row(key)
 
 
@@ -118,8 +116,6 @@ def get_key(key_id: uuid.UUID, tenant: AdminTenant, session: SessionDep) -> KeyP
 )
 def revoke_key(key_id: uuid.UUID, tenant: AdminTenant, session: SessionDep) -> KeyPublic:
     """Revoke one of this tenant's keys: its next request gets 401."""
-    key = revoke_tenant_key(session, tenant_id=tenant.id, key_id=key_id)
-    if key is None:
-        raise InputError("key_id", "no key with this id", 404)
+    key = found(revoke_tenant_key(session, tenant_id=tenant.id, key_id=key_id), "key_id")
     session.commit()
     return KeyPublic.from_row(key)
