@@ -23,7 +23,7 @@ from db.queries import (
 from services.config import ServiceSettings
 from services.errors import InputError
 from services.input_checks import CheckedJob
-from workers.celery_app import queue_for_task, ring_for_new_jobs
+from workers.celery_app import SETTINGS as WORKER_SETTINGS, queue_for_task, ring_for_new_jobs
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_FIELD = "Idempotency-Key"
@@ -53,7 +53,7 @@ def _same_request_or_conflict(existing_hash: str | None, request_hash: str) -> N
 
 
 def _new_job(checked: CheckedJob, index: int | None = None) -> NewJob:
-    return NewJob(task=checked.task, queue=queue_for_task(checked.task), params=checked.params,
+    return NewJob(task=checked.task, queue=queue_for_task(checked.task, WORKER_SETTINGS), params=checked.params,
                   image_sha256=checked.image.sha256, priority=checked.priority, ref=checked.ref, batch_index=index)
 
 

@@ -8,7 +8,7 @@ from kombu import Queue
 
 from workers.config import WorkerSettings, all_queues, message_time_limit, queue_for_task
 
-__all__ = ["app", "all_queues", "queue_for_task", "ring", "ring_for_new_jobs", "RUN_QUEUE_TASK"]
+__all__ = ["SETTINGS", "app", "all_queues", "queue_for_task", "ring", "ring_for_new_jobs", "RUN_QUEUE_TASK"]
 
 RUN_QUEUE_TASK = "workers.tasks.run_queue"
 
@@ -74,7 +74,9 @@ def delivery_settings(settings: WorkerSettings) -> dict:
     )
 
 
-app = make_celery()
+# Read once per process: the API rings (and names queues) on every submission, so no settings are parsed per request.
+SETTINGS = WorkerSettings()
+app = make_celery(SETTINGS)
 
 
 def ring(queue: str, *, reason: str = "submitted") -> None:
@@ -87,7 +89,7 @@ def ring(queue: str, *, reason: str = "submitted") -> None:
 
 def ring_for_new_jobs(queue_counts: dict[str, int], *, max_rings_per_queue: int = 16) -> None:
     """Rings each queue once per batch's worth of new jobs (capped), so idle workers all wake."""
-    batch_size = WorkerSettings().batch_size
+    batch_size = SETTINGS.batch_size
     for queue, count in queue_counts.items():
         for _ in range(min(max_rings_per_queue, max(1, math.ceil(count / batch_size)))):
             ring(queue)
