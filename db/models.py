@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models of the ledger: tenants, API keys, images, batches and jobs."""
+"""SQLAlchemy 2 models of the ledger: tenants, keys, images, batches, jobs, files, moderation, webhooks, audit."""
 from __future__ import annotations
 
 import enum
@@ -111,6 +111,10 @@ class Tenant(Base):
     allow_image_urls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # How many of the tenant's jobs may wait or run at once; None: the service's default.
     max_active_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Where the tenant's job and batch events are POSTed when a job or batch names no callback of its own.
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    # The HMAC-SHA256 key of every webhook sent for this tenant; it must be readable to sign, so it is not hashed.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128), default=None)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 
@@ -161,6 +165,8 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Receives the batch's events (its end); None: the tenant's webhook_url, if any.
+    callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -204,6 +210,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     error_code: Mapped[str | None] = mapped_column(String(16), default=None)
     model_version: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Receives the job's final event; None: the tenant's webhook_url, if any (a batch's jobs send none of their own).
+    callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -212,3 +220,126 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
     image: Mapped[Image] = relationship(viewonly=True)
+
+
+class StoredFile(Base):
+    """A file a tenant uploaded (OpenAI Files shape: batch input, fine-tune data) or LensQ wrote (batch output)."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OpenAIBatch(Base):
+    """An OpenAI Batch API request: an input file of JSONL requests, run as one LensQ batch, answered as files."""
+
+    __tablename__ = "openai_batches"
+    __table_args__ = (Index("ix_openai_batches_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # The LensQ batch running the valid lines; None when no line was valid (everything is in the error file).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), default=None)
+    input_file_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
+    output_file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"), default=None)
+    error_file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"), default=None)
+    endpoint: Mapped[str] = mapped_column(String(100))
+    completion_window: Mapped[str] = mapped_column(String(16), default="24h")
+    # "metadata" is reserved by SQLAlchemy's declarative classes, hence the attribute name.
+    batch_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", default=None)
+    # Lines refused at intake (bad JSON, unknown url, bad body), one error-file line each: [{line, custom_id, ...}].
+    intake_errors: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the output and error files were written: the batch is then completed (or cancelled).
+    finalized_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ModerationPolicy(Base):
+    """One version of a tenant's moderation policy; versions are never edited, a change is a new version."""
+
+    __tablename__ = "moderation_policies"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # {category: {"labels": [prompt, ...], "against": [prompt, ...], "threshold": float, ...}}
+    categories: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModerationDecision(Base):
+    """One moderation verdict as it was made: its input's hash, the model and policy versions, the scores."""
+
+    __tablename__ = "moderation_decisions"
+    __table_args__ = (
+        Index("ix_moderation_decisions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_moderation_decisions_tenant_review", "tenant_id", "review_status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # sha256 over the whole input (image bytes' hash and text); the image itself is kept by its own sha256.
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    image_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    model_version: Mapped[str | None] = mapped_column(String(200), default=None)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    categories: Mapped[dict[str, Any]] = mapped_column()
+    category_scores: Mapped[dict[str, Any]] = mapped_column()
+    category_applied_input_types: Mapped[dict[str, Any]] = mapped_column()
+    # Why the item was flagged without scores (fail closed: the model could not score it); None when it was scored.
+    failure: Mapped[str | None] = mapped_column(Text, default=None)
+    job_ids: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # "pending" for a flagged item awaiting a reviewer, then "upheld" or "overturned"; None when not flagged.
+    review_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    reviewer: Mapped[str | None] = mapped_column(String(200), default=None)
+    review_note: Mapped[str | None] = mapped_column(Text, default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to POST to a callback URL: an outbox row written with the change it reports, then delivered."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(64))  # e.g. "job.succeeded", "batch.completed"
+    subject_id: Mapped[uuid.UUID] = mapped_column()  # the job's or batch's id
+    url: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditEvent(Base):
+    """An append-only record of a decision a person or key made: a review, a policy change, a forced promotion."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. "moderation.review", "moderation.policy"
+    subject_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    actor: Mapped[str] = mapped_column(String(200))  # the API key's prefix, or a reviewer's name
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
