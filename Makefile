@@ -28,6 +28,8 @@ demo: install
 
 test: install
 	@command -v docker-compose >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null) || echo "docker-compose unavailable: its test will be skipped"
+	@# The /ui tests drive Debian's chromium through Playwright (Playwright's own browser download is not used).
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(PY) -m pytest
 
 test-multimodal: install
