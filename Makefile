@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-multimodal chaos clean
+.PHONY: install demo test test-multimodal chaos bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test-multimodal: install
 # The chaos run alone (also part of `make test`), with its figures printed: see docs/RELIABILITY.md.
 chaos: install
 	$(PY) -m pytest -m chaos -s
+
+# The benchmarks (benchmarks/*.py, about 15 minutes on 2 cores): writes benchmarks/RESULTS.md. Each script starts
+# its own API and workers on a fresh database; Postgres and Redis are started here if they are not running.
+bench: install
+	@pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	$(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -28,8 +28,10 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
     """Greedy continuation of each prompt (with K image placeholders) given image_embeds (B, K, D).
 
-    With use_cache=False every step re-runs the whole sequence: slow, kept as the reference the
-    cached path is tested against.
+    A row that emits EOS leaves the batch (its KV cache rows too), so the steps after it cost only the rows still
+    writing: a batch of short and long answers pays for the long ones alone, not for all B rows to the longest.
+    With use_cache=False every step re-runs the whole sequence: slow, kept as the reference the cached path is
+    tested against.
     """
     tokenizer = model.tokenizer
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -37,20 +39,27 @@ def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor,
     input_ids, mask = input_ids.to(model.device), mask.to(model.device)
     embeds = model.embed(input_ids, image_embeds)  # (B, T, D)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=model.device)
-    generated: list[torch.Tensor] = []
+    outputs: list[list[int]] = [[] for _ in prompts]
+    rows = list(range(len(prompts)))  # the prompt each live row belongs to
     past = None
     step_embeds, step_positions = embeds, positions
     for _ in range(max_new_tokens):
+        # logits_to_keep=1: the vocabulary projection runs on the last position only, not on the whole prompt.
         out = model.lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
-                       cache=past, use_cache=use_cache)
-        next_ids = out.logits[:, -1].argmax(-1)  # (B,)
-        next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
-        generated.append(next_ids)
-        finished |= next_ids == eos_id
-        if bool(finished.all()):
+                       cache=past, use_cache=use_cache, logits_to_keep=1)
+        next_ids = out.logits[:, -1].argmax(-1)  # (B_live,)
+        for row, token in zip(rows, next_ids.tolist()):
+            outputs[row].append(token)
+        live = next_ids != eos_id
+        if not bool(live.any()):
             break
-        new_embeds = model.lm.get_input_embeddings()(next_ids)[:, None]  # (B, 1, D)
+        if not bool(live.all()):
+            keep = live.nonzero().squeeze(1)  # (B_kept,)
+            rows = [rows[i] for i in keep.tolist()]
+            next_ids, mask, positions, embeds = next_ids[keep], mask[keep], positions[keep], embeds[keep]
+            if use_cache:
+                out.cache.batch_select_indices(keep)
+        new_embeds = model.lm.get_input_embeddings()(next_ids)[:, None]  # (B_live, 1, D)
         new_positions = positions[:, -1:] + 1
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = torch.cat([positions, new_positions], dim=1)
@@ -59,8 +68,7 @@ def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor,
             past, step_embeds, step_positions = out.cache, new_embeds, new_positions
         else:
             step_embeds, step_positions = embeds, positions
-    tokens = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in prompts]
-    return [_until_eos(row, eos_id) for row in tokens]
+    return [_until_eos(row, eos_id) for row in outputs]
 
 
 def _until_eos(row: list[int], eos_id: int) -> list[int]:

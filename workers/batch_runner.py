@@ -1,4 +1,5 @@
-"""Runs one claimed batch through the pipeline: one time-limited call per task, each job's failure its own."""
+"""Runs one claimed batch through the pipeline: one time-limited call per task and model version, each job's failure
+its own."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from db.models import ErrorCode
 from db.queries import ClaimedJob, JobOutcome
+from workers.adapters import VersionUnusable, tuned_pipelines
 from workers.config import WorkerSettings
 from workers.faults import stall_if_marked, stall_seconds
-from workers.model import decode_image_bytes
+from workers.metrics import timed_model_call
+from workers.model import preprocess_pool
 from workers.time_limits import CallTimedOut, time_limit
 
 log = logging.getLogger(__name__)
@@ -31,15 +36,16 @@ class CallBudget:
                    stall_seconds=stall_seconds(settings))
 
 
-def run_task(pipeline: Any, task: str, images: list[Any], params: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One batched pipeline call for `task`; one result dict per image."""
+def run_task(pipeline: Any, task: str, images: list[Any], params: list[dict[str, Any]],
+             image_keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """One batched pipeline call for `task`; one result dict per image (keys: the images' sha256, for the cache)."""
     if task == "caption":
-        return [{"caption": text} for text in pipeline.caption(images)]
+        return [{"caption": text} for text in pipeline.caption(images, image_keys=image_keys)]
     if task == "vqa":
-        answers = pipeline.answer(images, [p["question"] for p in params])
+        answers = pipeline.answer(images, [p["question"] for p in params], image_keys=image_keys)
         return [{"answer": text} for text in answers]
     if task == "sentiment":
-        return pipeline.sentiment(images, [p.get("text", "") for p in params])
+        return pipeline.sentiment(images, [p.get("text", "") for p in params], image_keys=image_keys)
     if task == "classify":
         return pipeline.classify(images, [p["labels"] for p in params])
     raise ValueError(f"unknown task {task!r}")
@@ -50,17 +56,26 @@ def _as_json(value: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(value, default=float))
 
 
-def _decode_all(jobs: list[ClaimedJob]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Each distinct image decoded once: the images by sha256, and the reasons the bad ones failed."""
+def _prepare_one(pipeline: Any, data: bytes) -> tuple[Any, str | None]:
+    """One image as the model reads it, or the reason it failed."""
+    try:
+        return pipeline.prepare(data), None
+    except Exception as exc:
+        return None, f"image: {exc}"
+
+
+def _decode_all(pipeline: Any, jobs: list[ClaimedJob]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each distinct image decoded and fitted to the model's size once, in the preprocessing pool (Pillow
+    releases the GIL while it decodes and resizes): the images by sha256, and the reasons the bad ones failed."""
+    data = {job.image_sha256: job.image_data for job in jobs}
+    prepared = preprocess_pool().map(lambda blob: _prepare_one(pipeline, blob), data.values())
     images: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    for job in jobs:
-        if job.image_sha256 in images or job.image_sha256 in errors:
-            continue
-        try:
-            images[job.image_sha256] = decode_image_bytes(job.image_data)
-        except Exception as exc:
-            errors[job.image_sha256] = f"image: {exc}"
+    for sha256, (image, error) in zip(data, prepared):
+        if error is None:
+            images[sha256] = image
+        else:
+            errors[sha256] = error
     return images, errors
 
 
@@ -68,9 +83,10 @@ def _call(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[str, An
           budget: CallBudget) -> list[dict[str, Any]]:
     """One batched call for `jobs`, cut off at the budget."""
     params = [j.params for j in jobs]
-    with time_limit(budget.seconds, grace=budget.grace):
+    with time_limit(budget.seconds, grace=budget.grace), timed_model_call(task):
         stall_if_marked(params, budget.stall_seconds)
-        return run_task(pipeline, task, [images[j.image_sha256] for j in jobs], params)
+        return run_task(pipeline, task, [images[j.image_sha256] for j in jobs], params,
+                        image_keys=[j.image_sha256 for j in jobs])
 
 
 def _run_alone(pipeline: Any, task: str, job: ClaimedJob, images: dict[str, Any], budget: CallBudget) -> JobOutcome:
@@ -105,15 +121,35 @@ def _run_group(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[st
 def run_batch(pipeline: Any, jobs: list[ClaimedJob], budget: CallBudget | None = None) -> list[JobOutcome]:
     """One outcome per claimed job, in claim order."""
     budget = budget or CallBudget.from_settings(WorkerSettings())
-    images, decode_errors = _decode_all(jobs)
+    images, decode_errors = _decode_all(pipeline, jobs)
     outcomes: dict[Any, JobOutcome] = {
         j.id: JobOutcome(j.id, error=decode_errors[j.image_sha256], error_code=ErrorCode.input.value)
         for j in jobs if j.image_sha256 in decode_errors
     }
-    by_task: dict[str, list[ClaimedJob]] = defaultdict(list)
+    # One batched call per task and model version: tenants' versions share the batch, each on its own adapter.
+    by_group: dict[tuple[str, Any], list[ClaimedJob]] = defaultdict(list)
     for job in jobs:
         if job.id not in outcomes:
-            by_task[job.task].append(job)
-    for task, group in by_task.items():
-        outcomes.update(_run_group(pipeline, task, group, images, budget))
+            by_group[(job.task, job.model_version_id)].append(job)
+    for (task, version_id), group in by_group.items():
+        outcomes.update(_run_on_version(pipeline, task, version_id, group, images, budget))
     return [outcomes[job.id] for job in jobs]
+
+
+def _run_on_version(pipeline: Any, task: str, version_id: Any, jobs: list[ClaimedJob], images: dict[str, Any],
+                    budget: CallBudget) -> dict[Any, JobOutcome]:
+    """The group on the version its jobs asked for (the base model when none); a version that cannot run here
+    fails its jobs as input errors, one that cannot be loaded as model errors."""
+    if version_id is None:
+        return _run_group(pipeline, task, jobs, images, budget)
+    try:
+        tuned = tuned_pipelines().get(pipeline, version_id)
+    except VersionUnusable as exc:
+        return {j.id: JobOutcome(j.id, error=str(exc), error_code=ErrorCode.input.value) for j in jobs}
+    except OperationalError:
+        raise  # the ledger is down: the lease lapses and the jobs are retried, not failed
+    except Exception as exc:
+        log.exception("could not load model version %s for %d jobs", version_id, len(jobs))
+        error = f"model: version {version_id} could not be loaded: {exc.__class__.__name__}: {exc}"
+        return {j.id: JobOutcome(j.id, error=error, error_code=ErrorCode.model.value) for j in jobs}
+    return _run_group(tuned, task, jobs, images, budget)

@@ -1,9 +1,11 @@
-"""The worker's model: one pipeline per process, loaded lazily on first use through get_pipeline()."""
+"""The worker's model and its helpers: one pipeline and one preprocessing thread pool per process, made lazily."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from workers.config import WorkerSettings
@@ -22,9 +24,16 @@ def get_pipeline() -> Any:
 
             settings = WorkerSettings()
             started = time.monotonic()
-            _pipeline = load_pipeline(settings.model, device=settings.device, quantize=settings.quantize)
+            _pipeline = load_pipeline(settings.model, device=settings.device, quantize=settings.quantize,
+                                      embedding_cache_size=settings.embedding_cache_size)
             log.info("loaded %s in %.1fs", _pipeline.model_version, time.monotonic() - started)
     return _pipeline
+
+
+@functools.cache
+def preprocess_pool() -> ThreadPoolExecutor:
+    """The threads that decode and resize images, so the model's thread only runs the model."""
+    return ThreadPoolExecutor(max_workers=WorkerSettings().preprocess_threads, thread_name_prefix="preprocess")
 
 
 def decode_image_bytes(data: bytes) -> Any:

@@ -1,0 +1,80 @@
+"""Each benchmark script runs end to end on a tiny input and writes its RESULTS.md section (no timing is judged)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import api_intake, end_to_end, model_throughput, preprocess_draft, run_all, worker_memory
+
+
+def section(path) -> dict:
+    data = json.loads(path.read_text())
+    assert data["title"] and data["markdown"] and data["machine"]["cores"] >= 1
+    return data["figures"]
+
+
+def test_preprocess_draft_measures_both_paths(tmp_path):
+    figures = section_of(preprocess_draft, tmp_path)
+    for size in ("64", "336"):
+        assert figures[size]["draft"] > 0 and figures[size]["full"] > 0 and figures[size]["ratio_full"] > 0
+
+
+def test_model_throughput_measures_batching_and_the_peak(tmp_path):
+    figures = section_of(model_throughput, tmp_path)
+    assert set(figures["lensq-tiny"]) == {"caption", "vqa", "sentiment", "classify"}
+    assert all(f["batch_1"] > 0 and f["ratio"] > 0 for f in figures["lensq-tiny"].values())
+    assert figures["peak_flops_per_second"] > 0 and 0 < figures["best_fraction_of_peak"]
+
+
+@pytest.mark.timeout(120)
+def test_api_intake_measures_singles_and_batches(tmp_path):
+    figures = section_of(api_intake, tmp_path)
+    assert figures["single_per_second"] > 0 and figures["batch_items_per_second"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_end_to_end_runs_lensq_and_the_naive_service(tmp_path):
+    figures = section_of(end_to_end, tmp_path)
+    caption = figures["versus_naive"]["caption"]
+    assert caption["lensq"] > 0 and caption["naive"] > 0 and caption["lensq_batches"] > 0
+    assert figures["latency"]["latency_p50"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_worker_memory_reads_the_worker_rss(tmp_path):
+    figures = section_of(worker_memory, tmp_path)
+    tiny = figures["lensq-tiny"]
+    assert tiny["loaded_mib"] > 100 and tiny["final_mib"] > 0  # torch alone is over 100 MiB
+
+
+def test_results_page_names_the_machine_and_every_section(tmp_path):
+    sections = {"preprocess_draft": {"title": "5. Preprocessing", "markdown": "figures", "figures": {}}}
+    page = run_all.render(sections, run_all.datetime.now(run_all.timezone.utc), "busy machine")
+    assert "cores" in page and "commit" in page and "5. Preprocessing" in page and "busy machine" in page
+    assert "## 8. GPU" in page and "no GPU" in page
+
+
+def section_of(module, tmp_path) -> dict:
+    """Runs the script in a process of its own: a benchmark sets LENSQ_* variables and reads settings once per
+    process, which must not leak into the rest of the test run."""
+    out = tmp_path / "section.json"
+    root = Path(__file__).resolve().parents[2]
+    finished = subprocess.run([sys.executable, "-m", module.__name__, "--smoke", "--json", str(out)], cwd=root,
+                              env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-4000:]
+    return section(out)
+
+
+def test_gpu_script_runs_its_code_on_the_cpu(tmp_path):
+    from benchmarks import gpu_throughput
+
+    out = tmp_path / "gpu.json"
+    figures = gpu_throughput.main(["--device", "cpu", "--checkpoints", "lensq-tiny", "--max-batch", "1", "--calls", "1",
+                                   "--json", str(out)])
+    assert figures["dtype"] == "float32" and json.loads(out.read_text())["lensq-tiny"]["caption"]["1"] > 0
+    assert set(figures["lensq-tiny"]) == {"caption", "vqa", "sentiment", "classify"}

@@ -1,0 +1,78 @@
+"""The worker's fill wait on the real ledger: it waits for a fuller batch while jobs keep arriving, not otherwise."""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+
+import pytest
+
+from db.queries import ImageFacts, NewJob, claim_batch, insert_jobs, store_image
+from image_factory import shape_png
+from workers.config import WorkerSettings
+
+
+@pytest.fixture
+def ledger_env(database_url, monkeypatch):
+    """This process's own ledger calls (session_scope without a URL) go to the test database."""
+    monkeypatch.setenv("LENSQ_DATABASE_URL", database_url)
+
+
+def _enqueue(session_factory, tenant, queue: str, count: int, start: int = 0) -> None:
+    with session_factory.begin() as session:
+        jobs = []
+        for index in range(start, start + count):
+            data = shape_png(index)
+            sha256 = hashlib.sha256(data).hexdigest()
+            store_image(session, tenant_id=tenant.id, image=ImageFacts(data, sha256, "PNG", 64, 64))
+            jobs.append(NewJob(task="caption", queue=queue, params={}, image_sha256=sha256))
+        insert_jobs(session, tenant_id=tenant.id, jobs=jobs, max_attempts=3)
+
+
+def _settings(**values) -> WorkerSettings:
+    return WorkerSettings(batch_size=8, batch_fill_wait_seconds=3.0, batch_fill_poll_seconds=0.05, **values)
+
+
+def test_a_lone_job_is_not_held_for_the_whole_window(ledger_env, session_factory, tenant):
+    from workers.tasks import wait_for_fill
+
+    queue = f"fill-{uuid.uuid4().hex[:8]}"  # no worker serves it
+    _enqueue(session_factory, tenant, queue, 1)
+    started = time.monotonic()
+    assert wait_for_fill(queue=queue, settings=_settings()) == 1
+    assert time.monotonic() - started < 1.5  # one poll saw no new job; the 3 s window was not used up
+
+
+def test_an_empty_or_full_queue_does_not_wait(ledger_env, session_factory, tenant):
+    from workers.tasks import wait_for_fill
+
+    queue = f"fill-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    assert wait_for_fill(queue=queue, settings=_settings()) == 0
+    _enqueue(session_factory, tenant, queue, 10)
+    assert wait_for_fill(queue=queue, settings=_settings()) == 8  # counted up to one batch
+    assert time.monotonic() - started < 1.5
+
+
+def test_jobs_arriving_one_by_one_are_claimed_as_one_full_batch(ledger_env, session_factory, tenant):
+    from workers.tasks import wait_for_fill
+
+    queue = f"fill-{uuid.uuid4().hex[:8]}"
+    _enqueue(session_factory, tenant, queue, 1)
+
+    def trickle() -> None:  # a client submitting a job every 20 ms, faster than the 50 ms poll
+        for index in range(1, 10):
+            time.sleep(0.02)
+            _enqueue(session_factory, tenant, queue, 1, start=index)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        waiting = wait_for_fill(queue=queue, settings=_settings())
+    finally:
+        sender.join()
+    assert waiting == 8
+    with session_factory.begin() as session:
+        claim = claim_batch(session, queue=queue, worker_id="test", limit=8, lease_seconds=30)
+    assert len(claim.jobs) == 8
