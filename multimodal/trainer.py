@@ -1,6 +1,7 @@
 """One training loop for every stage: AdamW + warmup/cosine, validation every K steps, early stopping, resume."""
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Callable
@@ -51,6 +52,18 @@ def param_groups(module: torch.nn.Module, lr: float, weight_decay: float, lr_sca
     return [{"params": params, "lr": lr * scale, "weight_decay": decay} for (scale, decay), params in groups.items()]
 
 
+@dataclass
+class LoopHooks:
+    """What a caller that keeps its checkpoints in memory (a fine-tuning service) plugs into run_loop."""
+
+    resume: dict | None = None  # a snapshot from on_checkpoint: the run continues from its step
+    on_checkpoint: Callable[[dict], None] | None = None  # gets a self-contained snapshot every checkpoint_every steps
+    checkpoint_every: int = 0
+    on_step: Callable[[dict], None] | None = None  # after every step: step, loss, validation (or None), best
+    should_stop: Callable[[], bool] | None = None  # checked before every step; True ends the run, "stopped" set
+    generator: torch.Generator | None = None  # the batch sampler's RNG, so a resumed run draws the same batches
+
+
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in module.state_dict().items() if k in names}
@@ -64,26 +77,30 @@ def run_loop(
     resume_path: Path | None = None,
     desc: str = "train",
     lr_scale: dict[str, float] | None = None,
+    hooks: LoopHooks | None = None,
 ) -> dict:
     """Train the parameters of `module` that require grad; keep (and restore) the best validated state.
 
     loss_fn(step) returns the loss of one batch; validate() returns a metric where higher is better.
+    hooks: in-memory resume and checkpoints, per-step progress, cancellation (see LoopHooks).
     """
+    hooks = hooks or LoopHooks()
     optimizer = torch.optim.AdamW(param_groups(module, cfg.lr, cfg.weight_decay, lr_scale), lr=cfg.lr, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
     state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0, "history": []}
     best = trainable_state(module)
     if resume_path is not None and resume_path.exists():
         saved = torch.load(resume_path, map_location="cpu", weights_only=False)
-        module.load_state_dict(saved["current"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state, best = saved["state"], saved["best"]
-        torch.set_rng_state(saved["torch_rng"])
+        state, best = _restore(saved, module, optimizer, scheduler, hooks.generator)
+    elif hooks.resume is not None:
+        state, best = _restore(hooks.resume, module, optimizer, scheduler, hooks.generator)
     module.train()
     bar = tqdm(range(state["step"], cfg.steps), desc=desc, initial=state["step"], total=cfg.steps, mininterval=5)
-    running = None
+    running = state.get("running_loss")
     for step in bar:
+        if hooks.should_stop is not None and hooks.should_stop():
+            state["stopped"] = True
+            break
         loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -93,15 +110,18 @@ def run_loop(
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % 25 == 0:
             bar.set_postfix(loss=f"{running:.4f}", best=f"{state['best_metric']:.4f}", refresh=False)
-        state["step"] = step + 1
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+        state["step"], state["running_loss"] = step + 1, running
+        validated = state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps
+        if validated:
             if _validate_and_track(module, validate, state, running, best_holder := [best]):
                 best = best_holder[0]
             if resume_path is not None:
-                _save_resume(resume_path, module, optimizer, scheduler, state, best)
-            if state["bad_evals"] >= cfg.patience:
-                tqdm.write(f"{desc}: early stop at step {state['step']} (best {state['best_metric']:.4f} at {state['best_step']})")
-                break
+                _save_resume(resume_path, module, optimizer, scheduler, state, best, hooks.generator)
+        _report_step(hooks, state, loss.item(), validated,
+                     lambda: _snapshot(module, optimizer, scheduler, state, best, hooks.generator))
+        if validated and state["bad_evals"] >= cfg.patience:
+            tqdm.write(f"{desc}: early stop at step {state['step']} (best {state['best_metric']:.4f} at {state['best_step']})")
+            break
     module.load_state_dict(best, strict=False)
     module.eval()
     return {**state, "cfg": asdict(cfg)}
@@ -121,9 +141,36 @@ def _validate_and_track(module, validate, state: dict, running_loss, best_holder
     return False
 
 
-def _save_resume(path: Path, module, optimizer, scheduler, state, best) -> None:
+def _report_step(hooks: LoopHooks, state: dict, loss: float, validated: bool, snapshot: Callable[[], dict]) -> None:
+    if hooks.on_step is not None:
+        validation = state["history"][-1]["val_metric"] if validated else None
+        hooks.on_step({"step": state["step"], "loss": loss, "validation": validation,
+                       "best_metric": state["best_metric"] if state["history"] else None,
+                       "best_step": state["best_step"] if state["history"] else None})
+    if hooks.on_checkpoint is not None and hooks.checkpoint_every > 0 and state["step"] % hooks.checkpoint_every == 0:
+        hooks.on_checkpoint(snapshot())
+
+
+def _snapshot(module, optimizer, scheduler, state, best, generator: torch.Generator | None) -> dict:
+    """Everything a resumed run needs to continue exactly: weights, optimizer, schedule, counters, RNGs."""
+    # deep copies: the optimizer's moments change in place at the next step, and a caller may keep the snapshot
+    return {"current": trainable_state(module), "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "scheduler": scheduler.state_dict(), "state": copy.deepcopy(state), "best": best, "torch_rng": torch.get_rng_state(),
+            "generator": generator.get_state() if generator is not None else None}
+
+
+def _restore(saved: dict, module, optimizer, scheduler, generator: torch.Generator | None) -> tuple[dict, dict]:
+    module.load_state_dict(saved["current"], strict=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    if generator is not None and saved.get("generator") is not None:
+        generator.set_state(saved["generator"])
+    return copy.deepcopy(saved["state"]), saved["best"]
+
+
+def _save_resume(path: Path, module, optimizer, scheduler, state, best, generator=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"current": trainable_state(module), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "state": state, "best": best, "torch_rng": torch.get_rng_state()}, tmp)
+    torch.save(_snapshot(module, optimizer, scheduler, state, best, generator), tmp)
     tmp.replace(path)
