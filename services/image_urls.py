@@ -8,18 +8,13 @@ from typing import Any
 
 import httpx
 
+# The address rules are shared with the workers' webhook deliveries, hence kept in db (both may import it).
+from db.network_addresses import IPAddress, is_forbidden
 from services.config import ServiceSettings
 from services.errors import InputError
 
 FIELD = "image_url"
 MAX_URL_CHARS = 2048
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# Beyond what ipaddress calls non-global: shared address space (carrier NAT, some clouds' metadata), the AWS
-# metadata addresses by name, and the IPv6 wrappers that carry an IPv4 address through NAT64 or 6to4.
-BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "100.64.0.0/10", "169.254.169.254/32", "fd00:ec2::254/128", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
-))
-
 
 def parse_image_url(value: Any) -> httpx.URL:
     """An absolute http(s) URL with a host and no credentials; else InputError naming image_url."""
@@ -36,17 +31,6 @@ def parse_image_url(value: Any) -> httpx.URL:
     if url.userinfo:
         raise InputError(FIELD, "image_url must not carry a user name or password")
     return url
-
-
-def is_forbidden(address: IPAddress, allowed: list) -> bool:
-    """Whether an address is private, loopback, link-local, multicast, reserved or metadata (unless allowed)."""
-    if any(address in network for network in allowed):
-        return False
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return (not address.is_global or address.is_multicast or address.is_reserved or address.is_loopback
-            or address.is_link_local or address.is_unspecified or getattr(address, "is_site_local", False)
-            or any(address in network for network in BLOCKED_NETWORKS))
 
 
 def _allowed_networks(settings: ServiceSettings) -> list:
