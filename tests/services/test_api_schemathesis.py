@@ -34,7 +34,9 @@ schema = schemathesis.openapi.from_dict(OPENAPI)
 @pytest.fixture(scope="module")
 def fuzzed_api(service_env, tmp_path_factory):
     """An API of its own (jobs stay queued: no worker serves its queues), so fuzzing cannot disturb other tests."""
-    env = {**service_env, "LENSQ_QUEUE_PREFIX": "fuzzed", "LENSQ_IMAGE_URL_TIMEOUT_SECONDS": "2"}
+    env = {**service_env, "LENSQ_QUEUE_PREFIX": "fuzzed", "LENSQ_IMAGE_URL_TIMEOUT_SECONDS": "2",
+           # chat completions and moderations wait for their jobs: here none runs, so the waits are kept short
+           "LENSQ_OPENAI_WAIT_SECONDS": "0.5", "LENSQ_MODERATION_WAIT_SECONDS": "0.5"}
     port, log_path = free_port(), tmp_path_factory.mktemp("fuzzed-api") / "api.log"
     process = start_process(api_command(port=port), env=env, log_path=log_path)
     url = f"http://127.0.0.1:{port}"
