@@ -1,0 +1,1 @@
+"""The web page at /ui: sign in with an API key, submit jobs, watch them live, follow batches, review moderation."""
