@@ -184,6 +184,8 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_jobs_tenant_idempotency", "tenant_id", "idempotency_key", unique=True),
         Index("ix_jobs_tenant_error_code", "tenant_id", "error_code"),
+        # The web page's live list reads a tenant's jobs changed since its last poll, twice a second per open page.
+        Index("ix_jobs_tenant_updated", "tenant_id", "updated_at"),
         # The quota check counts a tenant's queued and running jobs: cheap however long its history.
         Index("ix_jobs_tenant_active", "tenant_id", postgresql_where=text(ACTIVE_SQL), sqlite_where=text(ACTIVE_SQL)),
     )
@@ -212,6 +214,9 @@ class Job(Base):
     model_version: Mapped[str | None] = mapped_column(String(200), default=None)
     # Receives the job's final event; None: the tenant's webhook_url, if any (a batch's jobs send none of their own).
     callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    # The tenant's fine-tuned version the job asked for; None: the worker's base model.
+    model_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT", name="fk_jobs_model_version_id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -220,6 +225,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
     image: Mapped[Image] = relationship(viewonly=True)
+    # The version it asked for, read for the job's public `model` name (its weights are deferred, never read here).
+    requested_version: Mapped[ModelVersion | None] = relationship(viewonly=True)
 
 
 class StoredFile(Base):
@@ -326,6 +333,8 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # One entry per attempt, for the tenant's delivery log: [{attempt, at, status_code, error, duration_ms}].
+    attempt_log: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -343,3 +352,134 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(200))  # the API key's prefix, or a reviewer's name
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FineTuneStatus(str, enum.Enum):
+    """Where a fine-tuning job is (OpenAI's words); the last three are final."""
+
+    validating_files = "validating_files"
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class FineTuningJob(Base):
+    """A tenant's request to adapt the base model to its data: claimed, leased and checkpointed like a job."""
+
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (
+        CheckConstraint(_in_values("status", FineTuneStatus), name="ck_fine_tuning_jobs_status"),
+        CheckConstraint(_in_values("task", Task), name="ck_fine_tuning_jobs_task"),
+        Index("ix_fine_tuning_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_fine_tuning_jobs_claim", "queue", "status", "created_at"),
+        Index("ix_fine_tuning_jobs_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    base_model: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(100))
+    training_file_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("files.id", ondelete="RESTRICT"))
+    validation_file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("files.id", ondelete="RESTRICT"),
+                                                                default=None)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    suffix: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The tenant's own key/value tags (OpenAI's `metadata`); the attribute is renamed as on OpenAIBatch.
+    job_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", default=None)
+    status: Mapped[str] = mapped_column(String(24), default=FineTuneStatus.queued.value)
+    # What the data checks found (split sizes, label counts, warnings): kept for the tenant to read.
+    data_report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # {"code", "message", "param"} once failed (OpenAI's error object).
+    error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(200), default=None)
+    trained_steps: Mapped[int] = mapped_column(Integer, default=0)
+    # The last checkpoint (weights, optimizer, step, RNG, best so far): a resumed run starts from it.
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_token: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class FineTuningEvent(Base):
+    """One line of a fine-tuning job's progress (step, loss, validation metric) or of its life (claimed, resumed)."""
+
+    __tablename__ = "fine_tuning_events"
+    __table_args__ = (Index("ix_fine_tuning_events_job", "job_id", "id"),)
+
+    # An increasing integer: clients page and stream events by it.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(16), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FineTuningExample(Base):
+    """One checked training example of a fine-tuning job, in its split; the image is stored once in `images`."""
+
+    __tablename__ = "fine_tuning_examples"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "image_sha256"], ["images.tenant_id", "images.sha256"], ondelete="CASCADE"),
+        CheckConstraint("split IN ('train', 'validation', 'test')", name="ck_fine_tuning_examples_split"),
+        Index("ix_fine_tuning_examples_job_split", "job_id", "split", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    split: Mapped[str] = mapped_column(String(16))
+    line: Mapped[int] = mapped_column(Integer)  # the line of its file (1-based), for reports naming bad lines
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text, default="")
+    # The label (sentiment, classify), the answer (vqa) or the caption (caption).
+    target: Mapped[str] = mapped_column(Text)
+
+
+class ModelVersion(Base):
+    """A tenant's fine-tuned model: only what was trained (adapter, head, projector), over a named base model."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(_in_values("task", Task), name="ck_model_versions_task"),
+        Index("ix_model_versions_tenant_name", "tenant_id", "name", unique=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))  # e.g. "ft:lensq-tiny:acme:posts:1f3a9c"
+    base_model: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(16))
+    fine_tuning_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("fine_tuning_jobs.id", ondelete="SET NULL"), default=None)
+    # safetensors bytes of the trained parts; workers key their adapter cache by the sha256.
+    weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The classification report on the test split, the validation curve, the early-stopping step, the base's score.
+    eval: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantDefaultModel(Base):
+    """Which version serves a tenant's jobs of a task that name none; set only through the promotion gate."""
+
+    __tablename__ = "tenant_default_models"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    # True when the tenant forced it past the gate (an audit event records who and why).
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    promoted_at: Mapped[datetime] = mapped_column(default=utcnow)

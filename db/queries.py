@@ -16,6 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
 from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
+from db.fine_tuning_runs import requeue_expired_fine_tuning
+from db.webhooks import record_final_events
 
 API_KEY_PREFIX = "lq_"
 DEFAULT_KEY_SCOPES = ("submit", "read")
@@ -161,6 +163,20 @@ def store_image(session: Session, *, tenant_id: uuid.UUID, image: ImageFacts) ->
     session.execute(stmt.on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]))
 
 
+def store_images(session: Session, *, tenant_id: uuid.UUID, images: list[ImageFacts],
+                 rows_per_statement: int = 500) -> None:
+    """Stores many images at once (multi-row INSERTs), skipping those the tenant already has (content-addressed)."""
+    # One statement per few hundred images instead of one round trip each: a 1,000-item batch spent most of its
+    # ledger time here. Chunked to stay under SQLite's limit on bound parameters.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    for start in range(0, len(images), rows_per_statement):
+        rows = [{"tenant_id": tenant_id, "sha256": image.sha256, "data": image.data, "format": image.format,
+                 "width": image.width, "height": image.height, "size_bytes": len(image.data), "created_at": now}
+                for image in images[start:start + rows_per_statement]]
+        session.execute(insert(Image).values(rows).on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]))
+
+
 # --- submitting and reading jobs ----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -174,20 +190,23 @@ class NewJob:
     priority: int = 0
     ref: str | None = None
     batch_index: int | None = None
+    model_version_id: uuid.UUID | None = None  # the tenant's version it runs on; None: the base model
 
 
 def insert_jobs(
     session: Session, *, tenant_id: uuid.UUID, jobs: list[NewJob], max_attempts: int,
     batch_id: uuid.UUID | None = None, idempotency_key: str | None = None, request_hash: str | None = None,
+    callback_url: str | None = None,
 ) -> list[Job]:
-    """Inserts queued jobs (the key and hash apply to a single job) and returns them."""
+    """Inserts queued jobs (the key, hash and callback URL apply to a single job) and returns them."""
     now = utcnow()
     rows = [
         Job(
             tenant_id=tenant_id, batch_id=batch_id, batch_index=new.batch_index, ref=new.ref, task=new.task,
             queue=new.queue, params=new.params, image_sha256=new.image_sha256, priority=new.priority,
             idempotency_key=idempotency_key, request_hash=request_hash, max_attempts=max_attempts,
-            status=JobStatus.queued.value, created_at=now, updated_at=now, queued_at=now, rung_at=now,
+            callback_url=callback_url, status=JobStatus.queued.value, created_at=now, updated_at=now, queued_at=now,
+            rung_at=now, model_version_id=new.model_version_id,
         )
         for new in jobs
     ]
@@ -204,6 +223,11 @@ def find_job_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: 
 def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
     """The tenant's job, or None (another tenant's job is None too)."""
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+def get_jobs(session: Session, *, tenant_id: uuid.UUID, job_ids: Iterable[uuid.UUID]) -> list[Job]:
+    """The tenant's jobs among `job_ids` (any order; ids of other tenants are left out)."""
+    return list(session.scalars(select(Job).where(Job.id.in_(list(job_ids)), Job.tenant_id == tenant_id)))
 
 
 def list_jobs(
@@ -229,11 +253,13 @@ def list_jobs(
 def cancel_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
     """Cancels a queued or running job (a running one's result is then discarded); returns the job."""
     now = utcnow()
-    session.execute(
+    cancelled = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
         .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now, lease_expires_at=None)
     )
+    if cancelled.rowcount:  # its webhook event commits with the cancellation, or not at all
+        record_final_events(session, job_ids=[job_id], now=now)
     session.expire_all()
     return get_job(session, tenant_id=tenant_id, job_id=job_id)
 
@@ -242,10 +268,11 @@ def cancel_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> 
 
 def insert_batch(
     session: Session, *, tenant_id: uuid.UUID, total: int, idempotency_key: str | None = None,
-    request_hash: str | None = None,
+    request_hash: str | None = None, callback_url: str | None = None,
 ) -> Batch:
     """A new batch row (its jobs are inserted with insert_jobs)."""
-    batch = Batch(tenant_id=tenant_id, total=total, idempotency_key=idempotency_key, request_hash=request_hash)
+    batch = Batch(tenant_id=tenant_id, total=total, idempotency_key=idempotency_key, request_hash=request_hash,
+                  callback_url=callback_url)
     session.add(batch)
     session.flush()
     return batch
@@ -285,6 +312,8 @@ class ClaimedJob:
     params: dict[str, Any]
     image_data: bytes
     image_sha256: str
+    attempts: int = 1  # this claim's try: above 1, a re-execution after a lost lease
+    model_version_id: uuid.UUID | None = None  # the tenant's version to run it on; None: the worker's base model
 
 
 @dataclass(frozen=True)
@@ -329,13 +358,14 @@ def claim_batch(session: Session, *, queue: str, worker_id: str, limit: int, lea
         )
     )
     rows = session.execute(
-        select(Job.id, Job.task, Job.params, Job.image_sha256, Image.data)
+        select(Job.id, Job.task, Job.params, Job.image_sha256, Job.attempts, Job.model_version_id, Image.data)
         .join(Image, (Image.tenant_id == Job.tenant_id) & (Image.sha256 == Job.image_sha256))
         .where(Job.id.in_(ids))
         .order_by(*CLAIM_ORDER)
     )
     claim.jobs.extend(
-        ClaimedJob(id=r.id, task=r.task, params=r.params or {}, image_sha256=r.image_sha256, image_data=r.data)
+        ClaimedJob(id=r.id, task=r.task, params=r.params or {}, image_sha256=r.image_sha256, image_data=r.data,
+                   attempts=r.attempts, model_version_id=r.model_version_id)
         for r in rows
     )
     return claim
@@ -371,9 +401,10 @@ def _error_code(outcome: JobOutcome) -> str | None:
 
 
 def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutcome]) -> int:
-    """Writes outcomes only for jobs still running under this lease; returns how many were written."""
+    """Writes outcomes only for jobs still running under this lease, with their webhook events; returns how many
+    were written."""
     now = utcnow()
-    written = 0
+    written: list[uuid.UUID] = []
     for outcome in outcomes:
         status = JobStatus.failed if outcome.error is not None else JobStatus.succeeded
         stmt = (
@@ -384,8 +415,11 @@ def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutco
                 model_version=outcome.model_version, finished_at=now, updated_at=now, lease_expires_at=None,
             )
         )
-        written += session.execute(stmt).rowcount
-    return written
+        if session.execute(stmt).rowcount:
+            written.append(outcome.job_id)
+    # In this transaction: an event is sent only for a committed result, and every committed result has its event.
+    record_final_events(session, job_ids=written, now=now)
+    return len(written)
 
 
 # --- the sweeper's side -----------------------------------------------------------------------
@@ -405,7 +439,7 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> SweepRe
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     requeued: Counter[str] = Counter()
-    failed = 0
+    failed: list[uuid.UUID] = []
     for job in session.scalars(stmt):
         job.lease_expires_at = None
         job.lease_token = None
@@ -414,12 +448,16 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> SweepRe
             job.status, job.finished_at, job.error_code = JobStatus.failed.value, now, ErrorCode.dead.value
             job.error = (f"dead: its worker was lost (the lease expired) on every attempt "
                          f"({job.attempts} of {job.max_attempts}); not retried again")
-            failed += 1
+            failed.append(job.id)
         else:
             job.status, job.queued_at, job.rung_at = JobStatus.queued.value, now, now
             requeued[job.queue] += 1
     session.flush()
-    return SweepReport(requeued=dict(requeued), failed=failed)
+    record_final_events(session, job_ids=failed, now=now)
+    # Fine-tuning jobs are leased the same way: re-queued ones resume from their last checkpoint.
+    tuning_requeued, tuning_failed = requeue_expired_fine_tuning(session, now=now)
+    requeued.update(tuning_requeued)
+    return SweepReport(requeued=dict(requeued), failed=len(failed) + tuning_failed)
 
 
 def queues_to_rering(session: Session, *, queues: list[str], stale_seconds: float,
@@ -443,6 +481,50 @@ def queue_has_work(session: Session, *, queue: str) -> bool:
     return session.scalar(stmt) is not None
 
 
+def count_queued(session: Session, *, queue: str, limit: int) -> int:
+    """How many jobs of the queue are waiting, counted up to `limit` (the count stops there: cheap on a long queue)."""
+    waiting = select(Job.id).where(Job.queue == queue, Job.status == JobStatus.queued.value).limit(limit).subquery()
+    return session.scalar(select(func.count()).select_from(waiting))
+
+
 def is_final(status: str) -> bool:
     """Whether a job in this status is done for good."""
     return status in {s.value for s in FINAL_STATUSES}
+
+
+# --- the web page's reads (services/ui) ---------------------------------------------------------
+
+def find_live_api_key_by_id(session: Session, *, key_id: uuid.UUID) -> ApiKey | None:
+    """The live (not revoked) key with this id, with its tenant loaded; None if revoked or missing."""
+    stmt = select(ApiKey).options(joinedload(ApiKey.tenant)).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    return session.scalar(stmt)
+
+
+def get_image(session: Session, *, tenant_id: uuid.UUID, sha256: str) -> Image | None:
+    """The tenant's stored image with this sha256, or None (another tenant's is None too)."""
+    return session.get(Image, (tenant_id, sha256))
+
+
+def list_batches(session: Session, *, tenant_id: uuid.UUID, limit: int) -> list[tuple[Batch, dict[str, int]]]:
+    """The tenant's newest batches with their counts per status (one grouped query for all of them)."""
+    batches = list(session.scalars(select(Batch).where(Batch.tenant_id == tenant_id)
+                                   .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+    counts = {batch.id: {status.value: 0 for status in JobStatus} for batch in batches}
+    if batches:
+        rows = session.execute(select(Job.batch_id, Job.status, func.count())
+                               .where(Job.batch_id.in_(list(counts))).group_by(Job.batch_id, Job.status))
+        for batch_id, status, n in rows:
+            counts[batch_id][status] = n
+    return [(batch, counts[batch.id]) for batch in batches]
+
+
+def jobs_updated_since(session: Session, *, tenant_id: uuid.UUID, since: datetime | None, limit: int,
+                       batch_id: uuid.UUID | None = None) -> list[Job]:
+    """The tenant's jobs changed at or after `since`, oldest change first; with no `since`, its newest `limit`."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if batch_id is not None:
+        stmt = stmt.where(Job.batch_id == batch_id)
+    if since is None:
+        newest = stmt.order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
+        return list(reversed(list(session.scalars(newest))))
+    return list(session.scalars(stmt.where(Job.updated_at >= since).order_by(Job.updated_at, Job.id).limit(limit)))

@@ -9,8 +9,16 @@ from db.session import get_session_factory
 from services.body_limit import BodyLimitMiddleware
 from services.config import ServiceSettings
 from services.errors import install_error_handlers
+from services.metrics import install_metrics
 from services.rate_limits import make_counter
+from services.request_logs import install_request_logs
 from services.routes import batches, health, jobs, keys, tenant
+from services.routes import openai_batches, openai_chat, openai_files, openai_moderations
+from services.routes import moderation_review
+from services.routes import fine_tuning
+from services.routes import models as model_routes
+from services.routes import webhooks as webhook_routes
+from services.ui import routes as ui_routes
 
 DESCRIPTION = (
     "Send images with text and get a caption, an answer, a sentiment or a zero-shot classification. "
@@ -30,8 +38,24 @@ def create_app(settings: ServiceSettings | None = None, database_url: str | None
     install_error_handlers(app)
     limits = app.state.settings  # bodies are capped before any route reads them
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_request_bytes,
-                       max_bytes_by_path={"/v1/jobs": limits.max_job_request_bytes})
+                       max_bytes_by_path={"/v1/jobs": limits.max_job_request_bytes,
+                                          "/ui/jobs": limits.max_job_request_bytes,
+                                          # one image each, like a job; a file upload up to its own cap
+                                          "/v1/chat/completions": limits.max_job_request_bytes,
+                                          "/v1/moderations": limits.max_job_request_bytes,
+                                          "/v1/files": limits.max_file_bytes + limits.max_job_fields_bytes})
     for router in (health.router, jobs.router, batches.router, keys.router, tenant.router):
+        if router is batches.router:  # first: POST /v1/batches takes OpenAI batches and hands LensQ ones on
+            app.include_router(openai_batches.router)
         app.include_router(router)
+    for router in (openai_chat.router, openai_files.router, openai_moderations.router):
+        app.include_router(router)
+    app.include_router(moderation_review.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(fine_tuning.router)
+    app.include_router(model_routes.router)
+    app.include_router(ui_routes.router)  # the web page, /ui: not part of the OpenAPI
+    install_metrics(app)  # added after the body limit: its middleware is outside it, so it counts 413s too
+    install_request_logs(app)  # outermost: every line of a request, the metrics' included, has its context
     logging.getLogger("services").setLevel(logging.INFO)
     return app

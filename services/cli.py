@@ -1,4 +1,5 @@
-"""The `lensq` command line: serve, worker, migrate, demo, keys, submit, batch, train (never imports torch)."""
+"""The `lensq` command line: serve, worker, migrate, demo, keys, submit, batch, jobs, finetune, train (never
+imports torch)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,14 @@ TASKS = ("caption", "vqa", "sentiment", "classify")
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("services.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
+    from services.config import ServiceSettings
+    from services.metrics import prepare_multiprocess_dir
+    from services.request_logs import uvicorn_log_config
+
+    settings = ServiceSettings()
+    prepare_multiprocess_dir()  # with PROMETHEUS_MULTIPROC_DIR set, before any API process writes its counts there
+    uvicorn.run("services.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_config=uvicorn_log_config(settings.log_format, settings.log_level))
     return 0
 
 
@@ -140,8 +148,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
         sent = run_batch_command(client, items=items, task=args.task, common=_task_fields(args),
-                                 out_path=Path(args.out), chunk_size=args.chunk_size)
-    except LensqAPIError as exc:
+                                 out_path=Path(args.out), chunk_size=args.chunk_size, fmt=args.format)
+    except (LensqAPIError, ValueError) as exc:  # ValueError: --out holds something else than our results
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -150,9 +158,62 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_client_options(parser: argparse.ArgumentParser, settings: ClientSettings) -> None:
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    from services.batch_watch import API_ERROR, TIMED_OUT, counts_text, exit_status, watch_batch
+    from services.client import LensqAPIError
+
+    client = _client(args)
+    try:
+        batch, finished = watch_batch(client, args.batch_id, interval=args.interval, timeout=args.timeout)
+    except LensqAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return API_ERROR
+    finally:
+        client.close()
+    print(json.dumps(batch, indent=2))
+    if not finished:
+        print(f"batch {args.batch_id} not finished after {args.timeout:g}s: {counts_text(batch['counts'])}",
+              file=sys.stderr)
+        return TIMED_OUT
+    return exit_status(batch, allow_failed=args.allow_failed)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from services.client import LensqAPIError
+    from services.finetune_command import API_ERROR, exit_status, follow_job, parse_hyperparameters, run_finetune
+
+    if (args.file is None) == (args.job is None):
+        print("error: give a training FILE.jsonl, or --job ID to follow a job already created", file=sys.stderr)
+        return API_ERROR
+    if args.file is not None and args.task is None:
+        print("error: --task is required with a training file", file=sys.stderr)
+        return API_ERROR
+    try:
+        hyperparameters = parse_hyperparameters(args.hp)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return API_ERROR
+    client = _client(args)
+    try:
+        if args.job:
+            return exit_status(follow_job(client, args.job), sys.stdout, sys.stderr)
+        return run_finetune(client, training_path=args.file, validation_path=args.validation, wait=args.wait,
+                            task=args.task, model=args.model, suffix=args.suffix, labels=args.labels,
+                            hyperparameters=hyperparameters)
+    except (LensqAPIError, OSError) as exc:  # OSError: a file that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return API_ERROR
+    finally:
+        client.close()
+
+
+def _add_api_options(parser: argparse.ArgumentParser, settings: ClientSettings) -> None:
     parser.add_argument("--api-url", default=settings.api_url, help="default: $LENSQ_API_URL")
     parser.add_argument("--api-key", default=settings.api_key, help="default: $LENSQ_API_KEY")
+
+
+def _add_client_options(parser: argparse.ArgumentParser, settings: ClientSettings) -> None:
+    _add_api_options(parser, settings)
     parser.add_argument("--question", help="vqa: the question")
     parser.add_argument("--text", help="sentiment: the post's text")
     parser.add_argument("--labels", nargs="+", help="classify: two or more candidate labels")
@@ -166,7 +227,8 @@ def _add_server_commands(sub, settings: ClientSettings) -> None:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a Celery worker (one model per process)")
-    worker.add_argument("--queues", help="comma-separated; default: every task queue")
+    worker.add_argument("--queues", help="comma-separated; default: every inference task queue (fine-tuning runs "
+                                         "only on workers started with --queues lensq.train)")
     worker.add_argument("--name", default="lensq@%h")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--pool", default="solo", choices=("solo", "prefork"))
@@ -216,10 +278,39 @@ def _add_client_commands(sub, settings: ClientSettings) -> None:
     batch = sub.add_parser("batch", help="a folder of images or a JSONL file through the API, resumable")
     batch.add_argument("source", help="a folder of images, or a JSONL file of items")
     batch.add_argument("--task", required=True, choices=TASKS)
-    batch.add_argument("--out", required=True, help="results JSONL; items already in it are skipped")
+    batch.add_argument("--out", required=True, help="results file (JSONL, or CSV); items already in it are skipped")
+    batch.add_argument("--format", choices=("jsonl", "csv"), default=None,
+                       help="the results file's format; default: csv if --out ends in .csv, else jsonl")
     batch.add_argument("--chunk-size", type=int, default=100)
     _add_client_options(batch, settings)
     batch.set_defaults(func=cmd_batch)
+
+    jobs = sub.add_parser("jobs", help="follow jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    watch = jobs_sub.add_parser("watch", help="follow a batch live until every job is final; exit 1 if any failed "
+                                              "or was cancelled, 3 on --timeout")
+    watch.add_argument("batch_id")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    watch.add_argument("--timeout", type=float, default=None, help="give up (exit 3) after this many seconds")
+    watch.add_argument("--allow-failed", action="store_true", help="exit 0 even if jobs failed or were cancelled")
+    _add_api_options(watch, settings)
+    watch.set_defaults(func=cmd_jobs_watch)
+
+    finetune = sub.add_parser("finetune", help="fine-tune the model on a JSONL file and follow it to its end; prints "
+                                               "the new model's name (exit 1 if it failed or was cancelled)")
+    finetune.add_argument("file", nargs="?", help="training data: JSONL lines of image (data: URL) or image_sha256, "
+                                                  "text, and label / answer / caption")
+    finetune.add_argument("--task", choices=TASKS, help="what to tune for (required with FILE)")
+    finetune.add_argument("--validation", help="a validation JSONL file; default: carved from FILE")
+    finetune.add_argument("--model", default="lensq-tiny", help="the base model")
+    finetune.add_argument("--suffix", help="part of the new model's name")
+    finetune.add_argument("--labels", nargs="+", help="classify: the label set")
+    finetune.add_argument("--hp", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                          help="hyperparameters, e.g. max_steps=100 learning_rate=0.0005")
+    finetune.add_argument("--no-wait", dest="wait", action="store_false", help="print the job once it is queued")
+    finetune.add_argument("--job", help="follow this job (ftjob-...) instead of creating one")
+    _add_api_options(finetune, settings)
+    finetune.set_defaults(func=cmd_finetune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,11 @@
-"""A small HTTP client of the LensQ API, used by `lensq submit`, `lensq batch` and the demo."""
+"""A small HTTP client of the LensQ API, used by `lensq submit`, `lensq batch`, `lensq finetune` and the demo."""
 from __future__ import annotations
 
 import base64
 import json
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -72,3 +74,49 @@ class LensqClient:
     def batch_results(self, batch_id: str) -> list[dict]:
         text = _checked(self.http.get(f"/v1/batches/{batch_id}/results")).text
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    # --- fine-tuning ------------------------------------------------------------------------------
+
+    def upload_file(self, path: str, *, purpose: str) -> dict:
+        """Stores a file through /v1/files (purpose fine-tune or batch)."""
+        with open(path, "rb") as handle:
+            files = {"file": (os.path.basename(path), handle, "application/jsonl")}
+            return _checked(self.http.post("/v1/files", data={"purpose": purpose}, files=files,
+                                           timeout=max(self.http.timeout.read or 0, 300))).json()
+
+    def create_fine_tuning_job(self, body: dict[str, Any]) -> dict:
+        # The data checks read every line before answering: allow them time on a big file.
+        return _checked(self.http.post("/v1/fine_tuning/jobs", json=body, timeout=600)).json()
+
+    def get_fine_tuning_job(self, job_id: str) -> dict:
+        return _checked(self.http.get(f"/v1/fine_tuning/jobs/{job_id}")).json()
+
+    def fine_tuning_events(self, job_id: str, *, after: str | None = None) -> Iterator[dict]:
+        """The job's events as they land (one server-sent stream, reopened after `after` when the server ends it
+        early), oldest first, until the job is final."""
+        while True:
+            params = {"stream": "true", **({"after": after} if after else {})}
+            with self.http.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events", params=params,
+                                  timeout=httpx.Timeout(60, read=120)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _checked(response)
+                for name, data in _sse_events(response.iter_lines()):
+                    if name == "done":
+                        return
+                    after = data["id"]
+                    yield data
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
+    """(event name, JSON data) of each server-sent event; comments (keep-alives) and retry lines are skipped."""
+    name, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield name, json.loads("\n".join(data))
+            name, data = "message", []
+        elif line.startswith("event:"):
+            name = line[len("event:"):].strip()
+        elif line.startswith("data:"):
+            data.append(line[len("data:"):].strip())

@@ -69,6 +69,11 @@ def _current_tenant(key: ApiKey, settings: ServiceSettings) -> CurrentTenant:
     )
 
 
+def tenant_of_key(key: ApiKey, settings: ServiceSettings) -> CurrentTenant:
+    """The tenant a live key acts for, with the key's scopes and limits: for sign-ins other than the bearer header."""
+    return _current_tenant(key, settings)
+
+
 # Documents the scheme in the OpenAPI; the header itself is read by _bearer_token, whose errors say more.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lq_...`")
 

@@ -16,6 +16,7 @@ from db.queries import ImageFacts
 from services.canonical_image import canonical_png
 from services.config import ALLOWED_IMAGE_FORMATS, ServiceSettings
 from services.errors import InputError
+from services.model_names import check_model_name
 
 # Types clients send that no decoder here is ever asked to parse; named so the client learns why (415).
 UNSUPPORTED_SIGNATURES = (
@@ -25,7 +26,7 @@ UNSUPPORTED_SIGNATURES = (
 ISO_MEDIA_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
 DATA_URL_TYPES = ("", "application/octet-stream")  # besides image/*: what a client may say it sends
 TASK_PARAMS = {"caption": (), "vqa": ("question",), "sentiment": ("text",), "classify": ("labels",)}
-JOB_FIELDS = ("task", "image", "image_url", "question", "text", "labels", "priority", "ref")
+JOB_FIELDS = ("task", "image", "image_url", "question", "text", "labels", "priority", "ref", "model")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class CheckedJob:
     image: ImageFacts
     priority: int
     ref: str | None
+    # The model the request named (a base model or a version's name), None when it named none; and where it was.
+    model: str | None = None
+    model_field: str = "model"
 
 
 # --- the image ----------------------------------------------------------------------------------
@@ -238,6 +242,8 @@ def check_job(raw: dict[str, Any], image_bytes: Callable[[], bytes], settings: S
     params = check_params(task, raw, settings, prefix)
     priority = check_priority(raw.get("priority"), settings, prefix + "priority")
     ref = check_ref(raw.get("ref"), settings, prefix + "ref")
+    model = check_model_name(raw.get("model"), prefix + "model")
     image_field = prefix + ("image_url" if raw.get("image_url") is not None else "image")
     image = check_image(image_bytes(), settings, image_field)
-    return CheckedJob(task=task, params=params, image=image, priority=priority, ref=ref)
+    return CheckedJob(task=task, params=params, image=image, priority=priority, ref=ref, model=model,
+                      model_field=prefix + "model")

@@ -15,8 +15,10 @@ from services.errors import InputError
 from services.image_urls import image_from_url
 from services.input_checks import JOB_FIELDS, check_unknown_fields, decode_data_url
 
-BATCH_FIELDS = ("task", "priority", "items")
-BATCH_FORM_FIELDS = ("task", "priority", "file")
+BATCH_FIELDS = ("task", "priority", "items", "callback_url", "model")
+BATCH_FORM_FIELDS = ("task", "priority", "file", "callback_url", "model")
+# A job of its own may name a callback; a batch's items may not (the batch has one, for its end).
+SINGLE_JOB_FIELDS = (*JOB_FIELDS, "callback_url")
 
 
 @dataclass
@@ -98,13 +100,14 @@ async def read_job(request: Request, settings: ServiceSettings, *, allow_image_u
     media_type = _media_type(request)
     if media_type == "application/json":
         fields = await _json_object(request)
-        check_unknown_fields(fields, JOB_FIELDS)
+        check_unknown_fields(fields, SINGLE_JOB_FIELDS)
         return RawJob(fields=fields,
                       image_bytes=_image_source(fields.get("image"), fields.get("image_url"), allow_image_urls, settings))
     if media_type == "multipart/form-data":
         form = await _form(request, settings)
-        check_unknown_fields(dict(form), JOB_FIELDS)
-        fields = {name: form.get(name) for name in ("task", "question", "text", "priority", "ref", "image_url")}
+        check_unknown_fields(dict(form), SINGLE_JOB_FIELDS)
+        fields = {name: form.get(name)
+                  for name in ("task", "question", "text", "priority", "ref", "image_url", "callback_url", "model")}
         fields["labels"] = _labels_from_form(form.getlist("labels"))
         return RawJob(fields=fields,
                       image_bytes=_image_source(form.get("image"), form.get("image_url"), allow_image_urls, settings))
@@ -144,18 +147,31 @@ def _jsonl_items(upload: Any) -> list[Any]:
     return items
 
 
+@dataclass
+class RawBatch:
+    """A batch's items as sent, and the batch's own callback URL (unchecked)."""
+
+    items: list[RawJob]
+    callback_url: Any = None
+
+
 async def read_batch(request: Request, settings: ServiceSettings) -> list[RawJob]:
-    """A batch from JSON ({"task", "items": [...]}) or a multipart JSONL upload (`file`, plus `task`)."""
+    """A batch's items from JSON ({"task", "items": [...]}) or a multipart JSONL upload (`file`, plus `task`)."""
+    return (await read_batch_request(request, settings)).items
+
+
+async def read_batch_request(request: Request, settings: ServiceSettings) -> RawBatch:
+    """A batch from JSON ({"task", "items": [...], "callback_url"}) or a multipart JSONL upload (`file`, ...)."""
     media_type = _media_type(request)
     if media_type == "application/json":
         body = await _json_object(request)
         check_unknown_fields(body, BATCH_FIELDS)
-        defaults = {"task": body.get("task"), "priority": body.get("priority")}
-        return _batch_items(body.get("items"), defaults, settings)
+        defaults = {"task": body.get("task"), "priority": body.get("priority"), "model": body.get("model")}
+        return RawBatch(_batch_items(body.get("items"), defaults, settings), body.get("callback_url"))
     if media_type == "multipart/form-data":
         form = await _form(request, settings)
         check_unknown_fields(dict(form), BATCH_FORM_FIELDS)
-        defaults = {"task": form.get("task"), "priority": form.get("priority")}
-        return _batch_items(_jsonl_items(form.get("file")), defaults, settings)
+        defaults = {"task": form.get("task"), "priority": form.get("priority"), "model": form.get("model")}
+        return RawBatch(_batch_items(_jsonl_items(form.get("file")), defaults, settings), form.get("callback_url"))
     raise InputError("body", f"unsupported Content-Type {media_type or 'none'!r}: use application/json or "
                              "multipart/form-data with a JSONL file", 415)

@@ -1,13 +1,16 @@
 """The API's schema families (JobCreate, JobPublic, JobsPublic, BatchCreate, BatchPublic) and their examples."""
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from db.models import Batch, Job
+from services.config import ServiceSettings
 
 TaskName = Literal["caption", "vqa", "sentiment", "classify"]
 StatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -30,6 +33,10 @@ class JobCreate(BaseModel):
     labels: list[str] | None = Field(None, description="classify only: 2 to 50 candidate labels.")
     priority: int = Field(0, description="Higher runs first.")
     ref: str | None = Field(None, description="Your own reference, echoed back.")
+    callback_url: str | None = Field(None, description="Where to POST the job's final event (signed); default: the "
+                                     "tenant's webhook_url.")
+    model: str | None = Field(None, description="A base model or one of your fine-tuned versions (GET /v1/models); "
+                              "default: your default version for the task, if one was promoted, else the base model.")
 
 
 class JobCreateForm(BaseModel):
@@ -42,6 +49,8 @@ class JobCreateForm(BaseModel):
     labels: list[str] | None = Field(None, description="Repeat the field, or send one JSON array.")
     priority: int = 0
     ref: str | None = None
+    callback_url: str | None = None
+    model: str | None = None
 
 
 class BatchItem(BaseModel):
@@ -56,6 +65,7 @@ class BatchItem(BaseModel):
     labels: list[str] | None = None
     priority: int | None = None
     ref: str | None = None
+    model: str | None = None
 
 
 class BatchCreate(BaseModel):
@@ -66,6 +76,9 @@ class BatchCreate(BaseModel):
     task: TaskName | None = None
     priority: int = 0
     items: list[BatchItem]
+    model: str | None = Field(None, description="The items' model unless an item names its own.")
+    callback_url: str | None = Field(None, description="Where to POST one batch.completed event when every job is "
+                                     "final (its jobs send none of their own); default: the tenant's webhook_url.")
 
 
 class JobPublic(BaseModel):
@@ -85,6 +98,9 @@ class JobPublic(BaseModel):
         None, description="Why it failed: its input, the model, its time limit, or its worker lost on every attempt.")
     attempts: int
     model_version: str | None
+    model: str | None = Field(None, description="The model it asked for: a fine-tuned version's name, or the base "
+                              "model; model_version is the exact build that ran it.")
+    callback_url: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -94,9 +110,25 @@ class JobPublic(BaseModel):
         return cls(
             id=job.id, task=job.task, status=job.status, params=job.params or {}, priority=job.priority, ref=job.ref,
             batch_id=job.batch_id, image_sha256=job.image_sha256, result=job.result, error=job.error,
-            error_code=job.error_code, attempts=job.attempts, model_version=job.model_version,
+            error_code=job.error_code, attempts=job.attempts, model_version=job.model_version, model=_model_name(job),
+            callback_url=job.callback_url,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         )
+
+
+@functools.cache
+def base_model_name() -> str:
+    """The model a job that runs on no version runs on: the service's first base model."""
+    return ServiceSettings().fine_tune_base_models[0]
+
+
+def _model_name(job: Job) -> str | None:
+    if job.model_version_id is None:
+        return base_model_name()
+    try:
+        return job.requested_version.name
+    except DetachedInstanceError:  # a job read by a session already closed: what its worker recorded, if any
+        return job.model_version
 
 
 class JobsPublic(BaseModel):
@@ -115,6 +147,7 @@ class BatchPublic(BaseModel):
     done: int
     progress: float
     finished: bool
+    callback_url: str | None = None
     created_at: datetime
     results_url: str
 
@@ -124,7 +157,7 @@ class BatchPublic(BaseModel):
         return cls(
             id=batch.id, total=batch.total, counts=counts, done=done,
             progress=round(done / batch.total, 4) if batch.total else 1.0, finished=done >= batch.total,
-            created_at=batch.created_at, results_url=f"/v1/batches/{batch.id}/results",
+            callback_url=batch.callback_url, created_at=batch.created_at, results_url=f"/v1/batches/{batch.id}/results",
         )
 
 
@@ -145,6 +178,7 @@ JOB_EXAMPLE = {
     "id": JOB_ID, "task": "vqa", "status": "succeeded", "params": {"question": "what shape is this?"},
     "priority": 0, "ref": "shape-001.png", "batch_id": None, "image_sha256": "9f2d" + "0" * 60,
     "result": {"answer": "circle"}, "error": None, "attempts": 1, "model_version": "lensq-tiny@3f2a9c1e",
+    "model": "lensq-tiny",
     "created_at": "2026-01-01T12:00:00Z", "started_at": "2026-01-01T12:00:01Z", "finished_at": "2026-01-01T12:00:02Z",
 }
 QUEUED_JOB_EXAMPLE = {**JOB_EXAMPLE, "status": "queued", "result": None, "attempts": 0, "model_version": None,

@@ -6,6 +6,7 @@ import json
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -18,11 +19,14 @@ from db.queries import (
     find_job_by_idempotency_key,
     insert_batch,
     insert_jobs,
-    store_image,
+    store_images,
 )
+from db.structured_logs import bind_log_context
 from services.config import ServiceSettings
 from services.errors import InputError
 from services.input_checks import CheckedJob
+from services.model_names import ModelResolver
+from services.webhooks import secret_for_callbacks
 from workers.celery_app import SETTINGS as WORKER_SETTINGS, queue_for_task, ring_for_new_jobs
 
 log = logging.getLogger(__name__)
@@ -38,12 +42,16 @@ def check_idempotency_key(value: str | None, settings: ServiceSettings) -> str |
     return value
 
 
-def _fingerprint(items: list[CheckedJob]) -> str:
+def _fingerprint(items: list[CheckedJob], callback_url: str | None = None) -> str:
     """A hash of what was asked, so a retried request can be told from a different one under the same key."""
-    canonical = [
-        {"task": j.task, "params": j.params, "priority": j.priority, "ref": j.ref, "image": j.image.sha256}
+    canonical: list = [
+        # `model` only when named, so requests naming none keep the hashes they always had
+        {"task": j.task, "params": j.params, "priority": j.priority, "ref": j.ref, "image": j.image.sha256,
+         **({"model": j.model} if j.model is not None else {})}
         for j in items
     ]
+    if callback_url:  # only when given, so requests without one keep the hashes they always had
+        canonical.append({"callback_url": callback_url})
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
@@ -52,14 +60,21 @@ def _same_request_or_conflict(existing_hash: str | None, request_hash: str) -> N
         raise InputError(IDEMPOTENCY_FIELD, "this key was already used with a different request body", 409)
 
 
-def _new_job(checked: CheckedJob, index: int | None = None) -> NewJob:
+def _new_job(checked: CheckedJob, index: int | None = None, model_version_id: uuid.UUID | None = None) -> NewJob:
     return NewJob(task=checked.task, queue=queue_for_task(checked.task, WORKER_SETTINGS), params=checked.params,
-                  image_sha256=checked.image.sha256, priority=checked.priority, ref=checked.ref, batch_index=index)
+                  image_sha256=checked.image.sha256, priority=checked.priority, ref=checked.ref, batch_index=index,
+                  model_version_id=model_version_id)
+
+
+def _versions_of(session: Session, *, tenant_id: uuid.UUID, items: list[CheckedJob],
+                 settings: ServiceSettings) -> list[uuid.UUID | None]:
+    """The version each job runs on: the one it names, else the tenant's default for its task (None: the base)."""
+    resolver = ModelResolver(session, tenant_id=tenant_id, settings=settings)
+    return [resolver.version_id(task=c.task, model=c.model, field=c.model_field) for c in items]
 
 
 def _store_images(session: Session, *, tenant_id: uuid.UUID, items: list[CheckedJob]) -> None:
-    for checked in {c.image.sha256: c for c in items}.values():
-        store_image(session, tenant_id=tenant_id, image=checked.image)
+    store_images(session, tenant_id=tenant_id, images=list({c.image.sha256: c.image for c in items}.values()))
 
 
 def ring_safely(queue_counts: dict[str, int]) -> None:
@@ -80,16 +95,19 @@ class Submitted:
 
 
 def submit_job(session: Session, *, tenant_id: uuid.UUID, checked: CheckedJob, settings: ServiceSettings,
-               idempotency_key: str | None) -> Submitted:
+               idempotency_key: str | None, callback_url: str | None = None) -> Submitted:
     """Stores the image and the queued job in one transaction, commits, then rings the task's queue."""
-    request_hash = _fingerprint([checked])
+    request_hash = _fingerprint([checked], callback_url)
     if idempotency_key and (existing := find_job_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)):
         _same_request_or_conflict(existing.request_hash, request_hash)
         return Submitted(job=existing, batch=None, created=False)
+    [version_id] = _versions_of(session, tenant_id=tenant_id, items=[checked], settings=settings)
     try:
         _store_images(session, tenant_id=tenant_id, items=[checked])
-        [job] = insert_jobs(session, tenant_id=tenant_id, jobs=[_new_job(checked)], max_attempts=settings.max_attempts,
-                            idempotency_key=idempotency_key, request_hash=request_hash)
+        [job] = insert_jobs(session, tenant_id=tenant_id, jobs=[_new_job(checked, None, version_id)],
+                            max_attempts=settings.max_attempts,
+                            idempotency_key=idempotency_key, request_hash=request_hash, callback_url=callback_url)
+        secret_for_callbacks(session, tenant_id=tenant_id, callback_url=callback_url)
         session.commit()
     except IntegrityError:
         session.rollback()  # the same key raced in from a concurrent request
@@ -98,23 +116,33 @@ def submit_job(session: Session, *, tenant_id: uuid.UUID, checked: CheckedJob, s
             raise
         _same_request_or_conflict(existing.request_hash, request_hash)
         return Submitted(job=existing, batch=None, created=False)
+    bind_log_context(tenant_id=tenant_id, job_id=job.id)
+    log.info("queued %s job", job.task)
     ring_safely({job.queue: 1})
     return Submitted(job=job, batch=None, created=True)
 
 
 def submit_batch(session: Session, *, tenant_id: uuid.UUID, items: list[CheckedJob], settings: ServiceSettings,
-                 idempotency_key: str | None) -> Submitted:
-    """Stores the batch, its images and all its queued jobs in one transaction, commits, then rings."""
-    request_hash = _fingerprint(items)
+                 idempotency_key: str | None, with_batch: Callable[[Session, Batch], None] | None = None,
+                 callback_url: str | None = None) -> Submitted:
+    """Stores the batch, its images and all its queued jobs in one transaction, commits, then rings.
+
+    `with_batch` writes rows that belong to the new batch (an OpenAI batch record) in the same transaction."""
+    request_hash = _fingerprint(items, callback_url)
     if idempotency_key and (existing := find_batch_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)):
         _same_request_or_conflict(existing.request_hash, request_hash)
         return Submitted(job=None, batch=existing, created=False)
+    version_ids = _versions_of(session, tenant_id=tenant_id, items=items, settings=settings)
     try:
         _store_images(session, tenant_id=tenant_id, items=items)
         batch = insert_batch(session, tenant_id=tenant_id, total=len(items), idempotency_key=idempotency_key,
-                             request_hash=request_hash)
-        new_jobs = [_new_job(checked, index) for index, checked in enumerate(items)]
+                             request_hash=request_hash, callback_url=callback_url)
+        new_jobs = [_new_job(checked, index, version_id)
+                    for index, (checked, version_id) in enumerate(zip(items, version_ids))]
         insert_jobs(session, tenant_id=tenant_id, jobs=new_jobs, max_attempts=settings.max_attempts, batch_id=batch.id)
+        if with_batch is not None:
+            with_batch(session, batch)
+        secret_for_callbacks(session, tenant_id=tenant_id, callback_url=callback_url)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -123,6 +151,8 @@ def submit_batch(session: Session, *, tenant_id: uuid.UUID, items: list[CheckedJ
             raise
         _same_request_or_conflict(existing.request_hash, request_hash)
         return Submitted(job=None, batch=existing, created=False)
+    bind_log_context(tenant_id=tenant_id, batch_id=batch.id)
+    log.info("queued batch of %d jobs", len(new_jobs))
     ring_safely(dict(Counter(job.queue for job in new_jobs)))
     return Submitted(job=None, batch=batch, created=True)
 

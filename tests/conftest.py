@@ -81,6 +81,9 @@ def service_env(database_url, redis_url) -> dict[str, str]:
         "LENSQ_SWEEP_INTERVAL_SECONDS": "1",
         "LENSQ_STALE_QUEUED_SECONDS": "3",
         "LENSQ_BATCH_SIZE": "16",
+        # Webhook receivers in tests listen on loopback, which production refuses; retries come back quickly.
+        "LENSQ_WEBHOOK_ALLOW_CIDRS": '["127.0.0.1/32"]',
+        "LENSQ_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
         "LENSQ_MAX_IMAGE_BYTES": str(2_000_000),
         "LENSQ_MODEL": os.environ.get("LENSQ_MODEL", "lensq-tiny"),
         "LENSQ_DEVICE": "cpu",
@@ -152,6 +155,23 @@ def api(service_env, tmp_path_factory) -> Iterator[ApiServer]:
     server = _start_api(service_env, tmp_path_factory.mktemp("api") / "api.log")
     yield server
     stop_process(server.process)
+
+
+@pytest.fixture(scope="session")
+def start_api(service_env, tmp_path_factory) -> Iterator[Callable[..., ApiServer]]:
+    """Starts an extra API with settings of its own (`start_api(name, LENSQ_X="1")`); all are stopped at the end."""
+    from services.processes import stop_process
+
+    servers: list[ApiServer] = []
+
+    def start(name: str, **env: str) -> ApiServer:
+        server = _start_api({**service_env, **env}, tmp_path_factory.mktemp(name) / "api.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        stop_process(server.process)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.processes import start_process, stop_process, worker_command
+from services.processes import free_port, start_process, stop_process, worker_command
 
 
 @dataclass
@@ -18,6 +18,11 @@ class Worker:
     name: str
     process: subprocess.Popen
     log_path: Path
+    metrics_port: int | None = None  # its Prometheus endpoint (LENSQ_METRICS_PORT)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int:
@@ -37,6 +42,7 @@ class WorkerPool:
     env: dict[str, str]
     log_dir: Path
     name_prefix: str = "w"
+    queues: list[str] | None = None  # the queues its workers serve (e.g. the train queue); None: every task queue
     ready_timeout: float = 120
     workers: list[Worker] = field(default_factory=list)
     started: list[Worker] = field(default_factory=list)
@@ -46,7 +52,10 @@ class WorkerPool:
         for _ in range(count):
             number = len(self.started) + 1
             name, log_path = f"{self.name_prefix}{number}@test", self.log_dir / f"worker-{number}.log"
-            worker = Worker(name, start_process(worker_command(name=name), env=self.env, log_path=log_path), log_path)
+            port = free_port()  # every worker serves its metrics, on a port of its own
+            env = {**self.env, "LENSQ_METRICS_PORT": str(port), "LENSQ_METRICS_HOST": "127.0.0.1"}
+            command = worker_command(name=name, queues=self.queues)
+            worker = Worker(name, start_process(command, env=env, log_path=log_path), log_path, port)
             self.started.append(worker)
             new.append(worker)
         deadline = time.monotonic() + self.ready_timeout

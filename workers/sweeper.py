@@ -7,10 +7,12 @@ import threading
 
 from sqlalchemy.exc import OperationalError
 
+from db.fine_tuning_runs import stale_fine_tuning_queues
 from db.queries import SweepReport, queues_to_rering, requeue_expired
 from db.session import session_scope
 from workers.celery_app import all_queues, ring
 from workers.config import WorkerSettings
+from workers.metrics import record_sweep
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +21,10 @@ def sweep_once(settings: WorkerSettings) -> tuple[SweepReport, list[str]]:
     """One pass: returns what was re-queued or failed, and the queues rung."""
     with session_scope() as session:
         report = requeue_expired(session)
+    record_sweep(report.requeued, report.failed, settings)  # counted once committed
     with session_scope() as session:
         stale = queues_to_rering(session, queues=all_queues(settings), stale_seconds=settings.stale_queued_seconds)
+        stale += stale_fine_tuning_queues(session, stale_seconds=settings.fine_tune_stale_queued_seconds)
     rung = sorted(set(report.requeued) | set(stale))
     for queue in rung:
         ring(queue, reason="sweeper")

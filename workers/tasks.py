@@ -8,14 +8,19 @@ import time
 from celery import signals
 from sqlalchemy.exc import OperationalError
 
-from db.queries import claim_batch, queue_has_work, write_results
+from db.queries import claim_batch, count_queued, queue_has_work, write_results
 from db.session import session_scope
+from db.structured_logs import bind_log_context, log_scope
+from workers import worker_logs  # noqa: F401  (JSON log lines when LENSQ_LOG_FORMAT=json)
 from workers.batch_runner import CallBudget, run_batch
 from workers.celery_app import RUN_QUEUE_TASK, app, ring
-from workers.config import WorkerSettings
+from workers.config import WorkerSettings, train_queue
+from workers.fine_tuning import run_fine_tuning_queue
 from workers.leases import keep_leases_alive
+from workers.metrics import record_claim, record_results
 from workers.model import get_pipeline
 from workers.sweeper import Sweeper
+from workers.webhook_delivery import start_deliverer, stop_deliverer, wake_deliverer
 
 log = logging.getLogger(__name__)
 _sweeper: Sweeper | None = None
@@ -23,18 +28,40 @@ _sweeper: Sweeper | None = None
 _stopping = False
 
 
+def wait_for_fill(*, queue: str, settings: WorkerSettings) -> int:
+    """Waits (at most batch_fill_wait_seconds) while the queue is short of a batch and still growing.
+
+    Jobs submitted one by one arrive milliseconds apart: a short wait turns a stream of batches of one into a
+    few full batches. The wait ends as soon as a poll sees no new job, so a lone job is not held back."""
+    deadline = time.monotonic() + settings.batch_fill_wait_seconds
+    seen = -1
+    while True:
+        with session_scope() as session:
+            waiting = count_queued(session, queue=queue, limit=settings.batch_size)
+        if waiting in (0, seen) or waiting >= settings.batch_size or time.monotonic() >= deadline:
+            return waiting
+        seen = waiting
+        time.sleep(settings.batch_fill_poll_seconds)
+
+
 def run_one_batch(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
     """Claims, runs and writes one batch; returns how many jobs it claimed (0: the queue was empty)."""
     pipeline = get_pipeline()  # loaded before claiming, so loading never eats into a lease
+    if settings.batch_fill_wait_seconds > 0:
+        wait_for_fill(queue=queue, settings=settings)
     with session_scope() as session:
         claim = claim_batch(session, queue=queue, worker_id=worker_id, limit=settings.batch_size,
                             lease_seconds=settings.lease_seconds)
     if not claim.jobs:
         return 0
+    record_claim(queue, claim.jobs, settings)
+    bind_log_context(lease=claim.lease_token)  # every line about this batch names its lease
     with keep_leases_alive(lease_token=claim.lease_token, lease_seconds=settings.lease_seconds):
         outcomes = run_batch(pipeline, claim.jobs, CallBudget.from_settings(settings))
     with session_scope() as session:
         written = write_results(session, lease_token=claim.lease_token, outcomes=outcomes)
+    wake_deliverer()  # the results' webhook events are committed: send them now rather than at the next poll
+    record_results(queue, claim.jobs, outcomes, written, settings)
     # The chaos suite counts these lines: every write and every late result refused.
     log.info("lease %s: wrote %d results, discarded %d", claim.lease_token, written, len(outcomes) - written)
     if written < len(outcomes):
@@ -70,8 +97,14 @@ def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
 def run_queue(self, queue: str, reason: str = "submitted") -> int:
     """A doorbell: whatever is queued on `queue` gets claimed; a stale or duplicate ring claims nothing."""
     worker_id = f"{self.request.hostname or 'worker'}/{os.getpid()}"
+    settings = WorkerSettings()
     try:
-        claimed = drain_queue(queue=queue, worker_id=worker_id, settings=WorkerSettings())
+        with log_scope(queue=queue):  # this message's lines name its queue, and each batch's its lease
+            if queue == train_queue(settings):  # fine-tuning: one training job per ring, not the batch loop
+                claimed = run_fine_tuning_queue(queue=queue, worker_id=worker_id, settings=settings,
+                                                worker_stopping=lambda: _stopping)
+            else:
+                claimed = drain_queue(queue=queue, worker_id=worker_id, settings=settings)
     except OperationalError as exc:
         # Nothing is lost: queued jobs stay queued and are rung again by the sweeper; a batch whose results could
         # not be written keeps its lease until it lapses, then the sweeper re-queues it.
@@ -97,6 +130,7 @@ def start_sweeper(**_kwargs) -> None:
     global _sweeper
     _sweeper = Sweeper(WorkerSettings())
     _sweeper.start()
+    start_deliverer(WorkerSettings())  # webhook events, beside the sweeper: any live worker delivers them
 
 
 @signals.worker_shutting_down.connect
@@ -110,3 +144,4 @@ def stop_claiming(**_kwargs) -> None:
 def stop_sweeper(**_kwargs) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+    stop_deliverer()

@@ -15,7 +15,7 @@ from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, 
 from services.errors import found
 from services.input_checks import CheckedJob, check_job
 from services.rate_limits import check_job_quota
-from services.request_bodies import RawJob, read_batch
+from services.request_bodies import RawJob, read_batch_request
 from services.routes.jobs import IdempotencyKey
 from services.schemas import (
     BATCH_CREATE_EXAMPLE,
@@ -28,6 +28,7 @@ from services.schemas import (
     inline_schema,
 )
 from services.submission import check_idempotency_key, submit_batch
+from services.webhooks import check_callback_url
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ACCESS_ERRORS)
 
@@ -39,6 +40,7 @@ JSONL_FORM_SCHEMA = {
         "file": {"type": "string", "format": "binary", "description": "JSONL: one item object per line"},
         "task": {"type": "string", "enum": ["caption", "vqa", "sentiment", "classify"]},
         "priority": {"type": "integer"},
+        "callback_url": {"type": "string", "description": "where to POST the batch.completed event"},
     },
 }
 CREATE_BATCH_BODY = {
@@ -86,11 +88,13 @@ async def create_batch(request: Request, tenant: SubmitTenant, session: SessionD
                        idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit many jobs in one request; every item is checked first, and none is stored if one is bad."""
     key = check_idempotency_key(idempotency_key, settings)
-    raw_items = await read_batch(request, settings)
-    checked = await run_in_threadpool(_check_items, raw_items, settings)
+    raw = await read_batch_request(request, settings)
+    callback_url = check_callback_url(raw.callback_url, settings)
+    checked = await run_in_threadpool(_check_items, raw.items, settings)
     await run_in_threadpool(_check_quota_unless_replay, session, tenant, key, len(checked))
     submitted = await run_in_threadpool(
-        lambda: submit_batch(session, tenant_id=tenant.id, items=checked, settings=settings, idempotency_key=key)
+        lambda: submit_batch(session, tenant_id=tenant.id, items=checked, settings=settings, idempotency_key=key,
+                             callback_url=callback_url)
     )
     counts = await run_in_threadpool(lambda: batch_counts(session, batch_id=submitted.batch.id))
     body = BatchPublic.from_row(submitted.batch, counts).model_dump(mode="json")

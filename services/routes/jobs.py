@@ -34,6 +34,7 @@ from services.schemas import (
     example_response,
 )
 from services.submission import check_idempotency_key, submit_job
+from services.webhooks import check_callback_url
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ACCESS_ERRORS)
 
@@ -81,10 +82,12 @@ async def create_job(request: Request, tenant: SubmitTenant, session: SessionDep
     """Submit a job: JSON with a base64 data: URL image, or multipart with the image as a file part."""
     key = check_idempotency_key(idempotency_key, settings)
     raw = await read_job(request, settings, allow_image_urls=tenant.allow_image_urls)
+    callback_url = check_callback_url(raw.fields.get("callback_url"), settings)
     checked = await run_in_threadpool(check_job, raw.fields, raw.image_bytes, settings)
     await run_in_threadpool(_check_quota_unless_replay, session, tenant, key)
     submitted = await run_in_threadpool(
-        lambda: submit_job(session, tenant_id=tenant.id, checked=checked, settings=settings, idempotency_key=key)
+        lambda: submit_job(session, tenant_id=tenant.id, checked=checked, settings=settings, idempotency_key=key,
+                           callback_url=callback_url)
     )
     return job_response(submitted.job, 202 if submitted.created else 200)
 

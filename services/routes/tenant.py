@@ -1,4 +1,4 @@
-"""/v1/tenant: a tenant's admin reads and sets the tenant's image-URL switch and its quota of active jobs."""
+"""/v1/tenant: a tenant's admin reads and sets the tenant's image-URL switch, quota of active jobs and webhook URL."""
 from __future__ import annotations
 
 import uuid
@@ -13,11 +13,13 @@ from services.config import ServiceSettings
 from services.deps import ACCESS_ERRORS, BODY_ERRORS, AdminTenant, SessionDep, SettingsDep
 from services.errors import InputError
 from services.schemas import error_response, example_response
+from services.webhooks import check_callback_url, ensure_webhook_secret
 
 router = APIRouter(prefix="/v1/tenant", tags=["tenant"], responses=ACCESS_ERRORS)
 
 TENANT_EXAMPLE = {"id": "5d0c1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f", "name": "acme", "allow_image_urls": False,
-                  "max_active_jobs": None, "active_jobs_limit": 10000, "active_jobs": 12}
+                  "max_active_jobs": None, "active_jobs_limit": 10000, "active_jobs": 12,
+                  "webhook_url": None, "webhook_secret_set": False, "webhook_secret": None}
 
 
 class TenantPublic(BaseModel):
@@ -29,6 +31,10 @@ class TenantPublic(BaseModel):
     max_active_jobs: int | None = Field(description="The tenant's own quota; null: the service's default.")
     active_jobs_limit: int = Field(description="The quota in force.")
     active_jobs: int
+    webhook_url: str | None = Field(None, description="Receives events of jobs and batches that name no callback.")
+    webhook_secret_set: bool = Field(False, description="Whether the tenant has a webhook signing secret.")
+    webhook_secret: str | None = Field(None, description="The signing secret, only in the answer that created it "
+                                       "(first webhook_url set); later: POST /v1/tenant/webhook-secret for a new one.")
 
 
 class TenantUpdate(BaseModel):
@@ -39,6 +45,8 @@ class TenantUpdate(BaseModel):
     allow_image_urls: bool | None = Field(None, description="Let jobs name their image by an http(s) URL.")
     max_active_jobs: int | None = Field(None, ge=1, description="Quota of queued plus running jobs; null: back to "
                                         "the service's default. At most the service's ceiling.")
+    webhook_url: str | None = Field(None, description="Where events are POSTed when a job or batch names no "
+                                    "callback_url; null removes it.")
 
 
 def _public(session: Session, tenant: Tenant, settings: ServiceSettings) -> TenantPublic:
@@ -47,6 +55,7 @@ def _public(session: Session, tenant: Tenant, settings: ServiceSettings) -> Tena
         max_active_jobs=tenant.max_active_jobs,
         active_jobs_limit=tenant.max_active_jobs or settings.tenant_max_active_jobs,
         active_jobs=count_active_jobs(session, tenant_id=tenant.id),
+        webhook_url=tenant.webhook_url, webhook_secret_set=bool(tenant.webhook_secret),
     )
 
 
@@ -67,14 +76,21 @@ def read_tenant(current: AdminTenant, session: SessionDep, settings: SettingsDep
 )
 def update_tenant(body: TenantUpdate, current: AdminTenant, session: SessionDep,
                   settings: SettingsDep) -> TenantPublic:
-    """Switch image URLs on or off, or set the quota of active jobs (null: the service's default)."""
+    """Switch image URLs on or off, set the quota of active jobs (null: the default), or the webhook URL."""
     ceiling = settings.tenant_max_active_jobs_ceiling
     if body.max_active_jobs is not None and body.max_active_jobs > ceiling:
         raise InputError("max_active_jobs", f"at most {ceiling} active jobs")
+    webhook_url = check_callback_url(body.webhook_url, settings, "webhook_url")
     tenant = get_tenant(session, tenant_id=current.id)
     if body.allow_image_urls is not None:
         tenant.allow_image_urls = body.allow_image_urls
     if "max_active_jobs" in body.model_fields_set:
         tenant.max_active_jobs = body.max_active_jobs
+    new_secret = None
+    if "webhook_url" in body.model_fields_set:
+        tenant.webhook_url = webhook_url
+        if webhook_url:  # the first URL brings the secret its events are signed with, shown in this answer only
+            secret, created = ensure_webhook_secret(session, tenant_id=tenant.id)
+            new_secret = secret if created else None
     session.commit()
-    return _public(session, tenant, settings)
+    return _public(session, tenant, settings).model_copy(update={"webhook_secret": new_secret})

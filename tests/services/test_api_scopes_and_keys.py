@@ -46,6 +46,25 @@ EXPECTED_SCOPES = {
     ("GET", "/v1/batches/{batch_id}"): "read", ("GET", "/v1/batches/{batch_id}/results"): "read",
     ("POST", "/v1/keys"): "admin", ("GET", "/v1/keys"): "admin", ("GET", "/v1/keys/{key_id}"): "admin",
     ("POST", "/v1/keys/{key_id}/revoke"): "admin", ("GET", "/v1/tenant"): "admin", ("PATCH", "/v1/tenant"): "admin",
+    ("GET", "/v1/webhooks/deliveries"): "read", ("POST", "/v1/tenant/webhook-secret"): "admin",
+    # the OpenAI-compatible surface
+    ("POST", "/v1/chat/completions"): "submit", ("POST", "/v1/moderations"): "submit",
+    ("GET", "/v1/moderation/policy"): "read", ("PUT", "/v1/moderation/policy"): "admin",
+    ("POST", "/v1/files"): "submit", ("GET", "/v1/files"): "read", ("GET", "/v1/files/{file_id}"): "read",
+    ("GET", "/v1/files/{file_id}/content"): "read", ("DELETE", "/v1/files/{file_id}"): "submit",
+    ("GET", "/v1/batches"): "read", ("GET", "/v1/batches/batch_{batch_id}"): "read",
+    ("POST", "/v1/batches/batch_{batch_id}/cancel"): "submit",
+    # the reviewer's side of moderation, and the audit trail
+    ("GET", "/v1/moderation/decisions"): "read", ("POST", "/v1/moderation/decisions/{decision_id}/review"): "admin",
+    ("GET", "/v1/audit/events"): "admin",
+    # fine-tuned model versions and the promotion gate
+    ("GET", "/v1/models"): "read", ("GET", "/v1/models/{model}"): "read",
+    ("POST", "/v1/models/{model}/promote"): "admin", ("DELETE", "/v1/models/{model}/default"): "admin",
+    # fine-tuning jobs (OpenAI's shape)
+    ("POST", "/v1/fine_tuning/jobs"): "submit", ("GET", "/v1/fine_tuning/jobs"): "read",
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}"): "read",
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel"): "submit",
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"): "read",
 }
 
 

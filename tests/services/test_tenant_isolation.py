@@ -1,6 +1,7 @@
 """Tenant isolation proven from the route table, and no body or query setting a tenant, a status or a priority."""
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,8 @@ import pytest
 
 from db.models import KEY_SCOPES
 from image_factory import data_url, shape_png
+from model_version_rows import seed_version
+from moderation_rows import seed_decision
 from route_table import api_routes, path_parameters
 from services.app import create_app
 
@@ -40,15 +43,36 @@ def _create_key(http: httpx.Client) -> str:
     return http.post("/v1/keys", json={"name": "victim", **ALL_SCOPES}).json()["id"]
 
 
+def _create_file(http: httpx.Client) -> str:
+    return http.post("/v1/files", files={"file": ("r.jsonl", b"{}\n")}, data={"purpose": "batch"}).json()["id"]
+
+
+def _create_fine_tuning_job(http: httpx.Client) -> str:
+    lines = [{"image": data_url(shape_png(index)), "text": f"post {index}",
+              "label": ("negative", "positive")[index % 2]} for index in range(24)]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    file_id = http.post("/v1/files", files={"file": ("t.jsonl", data)}, data={"purpose": "fine-tune"}).json()["id"]
+    body = {"model": "lensq-tiny", "task": "sentiment", "training_file": file_id}
+    return http.post("/v1/fine_tuning/jobs", json=body).json()["id"]
+
+
+# batch_id also reaches /v1/batches/batch_{batch_id} (OpenAI batches): a LensQ batch's id is no OpenAI batch there.
 CREATORS: dict[str, Callable[[httpx.Client], str]] = {"job_id": _create_job, "batch_id": _create_batch,
-                                                      "key_id": _create_key}
+                                                      "key_id": _create_key, "file_id": _create_file,
+                                                      "fine_tuning_job_id": _create_fine_tuning_job}
+# Resources the API makes only from a worker's answers (moderation decisions): seeded as rows for the owner.
+SEEDERS: dict[str, Callable[..., str]] = {
+    "decision_id": lambda session_factory, tenant_id: str(seed_decision(session_factory, tenant_id)),
+    # a fine-tuned version, named in paths by its name (ft:lensq-tiny:<tenant>:...)
+    "model": lambda session_factory, tenant_id: seed_version(session_factory, tenant_id),
+}
 
 
 def routes_with_resources() -> list:
     """Every API route whose path names a resource, each checked to be one the test can create."""
     routes = [route for route in api_routes(create_app(database_url="sqlite://")) if path_parameters(route)]
     for route in routes:
-        unknown = set(path_parameters(route)) - set(CREATORS)
+        unknown = set(path_parameters(route)) - set(CREATORS) - set(SEEDERS)
         assert not unknown, (f"{route.path} names {sorted(unknown)}: add a creator to CREATORS so the isolation test "
                              "covers it")
     return routes
@@ -63,6 +87,7 @@ def test_another_tenant_gets_404_on_every_resource_route(unserved_api, session_f
     owner, stranger = make_admin(session_factory), make_admin(session_factory)
     with httpx.Client(base_url=unserved_api.url, headers=owner["headers"], timeout=60) as http:
         ids = {name: create(http) for name, create in CREATORS.items()}
+    ids |= {name: seed(session_factory, owner["tenant_id"]) for name, seed in SEEDERS.items()}
     checked = 0
     with httpx.Client(base_url=unserved_api.url, headers=stranger["headers"], timeout=60) as http:
         for route in routes_with_resources():

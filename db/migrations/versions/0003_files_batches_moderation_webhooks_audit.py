@@ -90,6 +90,7 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('attempt_log', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ondelete='CASCADE'),
@@ -128,6 +129,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('callback_url', sa.String(length=2000), nullable=True))
+        batch_op.create_index('ix_jobs_tenant_updated', ['tenant_id', 'updated_at'], unique=False)
 
     with op.batch_alter_table('tenants', schema=None) as batch_op:
         batch_op.add_column(sa.Column('webhook_url', sa.String(length=2000), nullable=True))
@@ -141,6 +143,7 @@ def downgrade() -> None:
         batch_op.drop_column('webhook_url')
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_tenant_updated')
         batch_op.drop_column('callback_url')
 
     with op.batch_alter_table('batches', schema=None) as batch_op:
