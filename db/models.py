@@ -182,6 +182,8 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_batch", "batch_id", "batch_index"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # Workers renew their leases every few seconds by token: without this, each renewal scans the whole table.
+        Index("ix_jobs_lease_token", "lease_token"),
         Index("ix_jobs_tenant_idempotency", "tenant_id", "idempotency_key", unique=True),
         Index("ix_jobs_tenant_error_code", "tenant_id", "error_code"),
         # The web page's live list reads a tenant's jobs changed since its last poll, twice a second per open page.

@@ -1,5 +1,5 @@
 """Fine-tuning: jobs, their checked examples and events, model versions, tenants' default versions; jobs may name
-a version.
+a version; jobs are indexed by lease token (lease renewals).
 
 Revision ID: 0004
 Revises: 0003
@@ -119,12 +119,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('model_version_id', sa.Uuid(), nullable=True))
+        batch_op.create_index('ix_jobs_lease_token', ['lease_token'], unique=False)
         batch_op.create_foreign_key('fk_jobs_model_version_id', 'model_versions', ['model_version_id'], ['id'], ondelete='RESTRICT')
 
 
 def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_constraint('fk_jobs_model_version_id', type_='foreignkey')
+        batch_op.drop_index('ix_jobs_lease_token')
         batch_op.drop_column('model_version_id')
 
     op.drop_table('tenant_default_models')
