@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db.models import FineTuneStatus, FineTuningEvent, FineTuningExample, FineTuningJob, Image, utcnow
@@ -137,6 +137,14 @@ def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID)
                                                                 "at its next step")])
     session.expire_all()
     return get_fine_tuning_job(session, tenant_id=tenant_id, job_id=job_id)
+
+
+def count_active_fine_tunes(session: Session, *, tenant_id: uuid.UUID) -> int:
+    """How many of the tenant's fine-tuning jobs are not final yet."""
+    active = (FineTuneStatus.validating_files.value, FineTuneStatus.queued.value, FineTuneStatus.running.value)
+    stmt = select(func.count()).select_from(FineTuningJob).where(FineTuningJob.tenant_id == tenant_id,
+                                                                 FineTuningJob.status.in_(active))
+    return session.scalar(stmt)
 
 
 def list_events(session: Session, *, job_id: uuid.UUID, limit: int, after: int | None = None,

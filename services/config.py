@@ -86,6 +86,9 @@ class ServiceSettings(BaseSettings):
     # The base models a tenant may fine-tune: those the workers serve. GET /v1/models lists them, a job naming one
     # runs on the base, and the first is shown as the `model` of a job that runs on no version.
     fine_tune_base_models: list[str] = Field(default_factory=lambda: ["lensq-tiny"], min_length=1)
+    # Fine-tunes one tenant may have waiting or training at once: training holds a whole worker for minutes, so one
+    # tenant must not fill the train queue ahead of everyone else.
+    fine_tune_max_active_per_tenant: int = Field(4, ge=1)
     # Examples a training file needs at least (validation and test are carved from it), and at most.
     fine_tune_min_examples: int = Field(20, ge=3)
     fine_tune_max_examples: int = Field(50_000, ge=1)

@@ -7,9 +7,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.fine_tuning_jobs import NewEvent, NewFineTuningJob, create_fine_tuning_job, known_image_hashes
+from db.fine_tuning_jobs import (
+    NewEvent,
+    NewFineTuningJob,
+    count_active_fine_tunes,
+    create_fine_tuning_job,
+    known_image_hashes,
+)
 from db.models import FineTuningJob
 from db.openai_files import get_file
+from db.queries import lock_tenant_jobs
 from services.config import ServiceSettings
 from services.deps import CurrentTenant
 from services.errors import InputError, found
@@ -24,6 +31,7 @@ from services.fine_tune_splits import (
     label_warnings,
 )
 from services.openai_shapes import FILE_PREFIX, parse_public_id, public_id
+from services.rate_limits import QUOTA_RETRY_AFTER_SECONDS
 from workers.celery_app import SETTINGS as WORKER_SETTINGS, queue_for_task
 
 FTJOB_PREFIX = "ftjob-"
@@ -98,6 +106,18 @@ def store_fine_tuning_job(session: Session, tenant: CurrentTenant, settings: Ser
                                                 labels=request.labels, task=request.task, settings=settings),
         max_attempts=settings.max_attempts, examples=plan.examples,
         images=[image for parsed in files for image in parsed.images.values()], events=_events(job_id, report))
+    check_fine_tune_quota(session, tenant.id, settings.fine_tune_max_active_per_tenant)
     job = create_fine_tuning_job(session, tenant_id=tenant.id, new=new)
     session.commit()
     return job
+
+
+def check_fine_tune_quota(session: Session, tenant_id: uuid.UUID, limit: int) -> None:
+    """A 429 when the tenant already has `limit` fine-tunes waiting or training; checked under the tenant's lock, so
+    concurrent requests in any API process cannot overshoot (the insert that follows is in the same transaction)."""
+    lock_tenant_jobs(session, tenant_id=tenant_id)
+    active = count_active_fine_tunes(session, tenant_id=tenant_id)
+    if active >= limit:
+        raise InputError("fine_tuning_jobs", f"this tenant has {active} fine-tuning jobs queued or running and may "
+                         f"have {limit}; retry once one has finished", 429,
+                         {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)})

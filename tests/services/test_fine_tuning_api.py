@@ -11,7 +11,7 @@ from collections import Counter
 
 import openai
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db.models import FineTuningEvent, FineTuningExample, FineTuningJob, utcnow
 from image_factory import data_url, encode, shape_png, truncated_jpeg
@@ -336,3 +336,21 @@ def test_every_task_takes_its_own_lines(http, session_factory, task, line, extra
         no_question = {"image": data_url(shape_png(99)), "answer": "circle"}
         message = refused(create(http, records + [no_question], task=task), "training_file")
         assert "line 31 (text): text (the question) is required" in message
+
+
+def test_a_tenant_may_have_only_so_many_active_fine_tunes(start_api, tenant, sentiment_rows, session_factory):
+    capped = start_api("fine-tune-cap-api", LENSQ_QUEUE_PREFIX="unserved", LENSQ_FINE_TUNE_MAX_ACTIVE_PER_TENANT="2")
+    with capped.client(tenant) as http:
+        first, second = (create(http, sentiment_rows).json() for _ in range(2))
+        with session_factory.begin() as session:  # one of them training, as a worker's claim leaves it
+            session.execute(update(FineTuningJob).where(FineTuningJob.id == row_id(second["id"]))
+                            .values(status="running"))
+        third = create(http, sentiment_rows)
+        assert third.status_code == 429 and third.headers["Retry-After"], third.text
+        assert third.json()["error"]["field"] == "fine_tuning_jobs" and "2" in third.json()["error"]["message"]
+        assert http.post(f"/v1/fine_tuning/jobs/{first['id']}/cancel").json()["status"] == "cancelled"
+        assert create(http, sentiment_rows).status_code in (200, 201)  # a final job no longer counts
+    with session_factory() as session:
+        count = session.scalar(select(func.count()).select_from(FineTuningJob)
+                               .where(FineTuningJob.tenant_id == tenant.id))
+    assert count == 3  # the refused request stored nothing
