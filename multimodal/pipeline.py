@@ -87,7 +87,7 @@ class Pipeline:
         """Images → LM-space embeddings (B, K, D); with keys, each distinct uncached image is encoded once."""
         if image_keys is None:
             return self.model.encode_images(self.pixels(images))
-        _same_length(images, image_keys, "image_keys")
+        check_same_length(images, image_keys, "image_keys")
         found: dict[Hashable, torch.Tensor] = {}
         to_encode: dict[Hashable, Image.Image] = {}
         for image, key in zip(images, image_keys):
@@ -131,13 +131,13 @@ class Pipeline:
 
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str],
                image_keys: Sequence[Hashable] | None = None) -> list[str]:
-        _same_length(images, questions, "questions")
+        check_same_length(images, questions, "questions")
         return self._generate(images, "vqa", [{"question": q.strip()} for q in questions], image_keys)
 
     @torch.inference_mode()
     def sentiment(self, images: Sequence[Image.Image], texts: Sequence[str],
                   image_keys: Sequence[Hashable] | None = None) -> list[dict]:
-        _same_length(images, texts, "texts")
+        check_same_length(images, texts, "texts")
         if not images:
             return []
         logits = self.model.sentiment_head(self._sentiment_features(self.image_embeddings(images, image_keys), texts))
@@ -157,21 +157,31 @@ class Pipeline:
 
     @torch.inference_mode()
     def classify(self, images: Sequence[Image.Image], labels: Sequence[Sequence[str]]) -> list[dict]:
-        _same_length(images, labels, "labels")
+        check_same_length(images, labels, "labels")
         if not images:
             return []
-        distinct = sorted({label for row in labels for label in row})
-        index = {label: i for i, label in enumerate(distinct)}
+        distinct = distinct_labels(labels)
         logits = self.model.clip_similarity(self.pixels(images), self.text_tokenizer(distinct)).cpu()  # (B, L)
-        results = []
-        for row_logits, row_labels in zip(logits, labels):
-            probs = row_logits[[index[label] for label in row_labels]].softmax(-1)
-            scores = {label: round(float(p), 6) for label, p in zip(row_labels, probs)}
-            results.append({"label": max(scores, key=scores.get), "scores": scores})
-        return results
+        return label_scores(logits, labels, distinct)
 
 
-def _same_length(images, other, name: str) -> None:
+def distinct_labels(labels: Sequence[Sequence[str]]) -> list[str]:
+    """Every label of a batch once, sorted: the text tower encodes each a single time."""
+    return sorted({label for row in labels for label in row})
+
+
+def label_scores(logits: torch.Tensor, labels: Sequence[Sequence[str]], distinct: list[str]) -> list[dict]:
+    """Each image's softmax over its own labels, from logits (B, L) against `distinct` (L)."""
+    index = {label: i for i, label in enumerate(distinct)}
+    results = []
+    for row_logits, row_labels in zip(logits, labels):
+        probs = row_logits[[index[label] for label in row_labels]].softmax(-1)
+        scores = {label: round(float(p), 6) for label, p in zip(row_labels, probs)}
+        results.append({"label": max(scores, key=scores.get), "scores": scores})
+    return results
+
+
+def check_same_length(images, other, name: str) -> None:
     if len(images) != len(other):
         raise ValueError(f"got {len(images)} images but {len(other)} {name}")
 

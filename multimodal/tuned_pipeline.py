@@ -8,6 +8,7 @@ from PIL import Image
 from torch import nn
 
 from .generation import greedy_generate, right_pad
+from .pipeline import check_same_length, distinct_labels, label_scores
 from .prompts import encode_prompt
 from .tuned_parts import ContrastiveParts, GenerativeParts, SentimentParts
 from .tuning import sentiment_prompts
@@ -40,7 +41,7 @@ class TunedPipeline:
                image_keys: Sequence[Hashable] | None = None) -> list[str]:
         if not isinstance(self.parts, GenerativeParts):
             return self.base.answer(images, questions, image_keys)
-        _same_length(images, questions, "questions")
+        check_same_length(images, questions, "questions")
         return self._generate(images, "vqa", [{"question": q.strip()} for q in questions])
 
     @torch.inference_mode()
@@ -61,7 +62,7 @@ class TunedPipeline:
                   image_keys: Sequence[Hashable] | None = None) -> list[dict]:
         if not isinstance(self.parts, SentimentParts):
             return self.base.sentiment(images, texts, image_keys)
-        _same_length(images, texts, "texts")
+        check_same_length(images, texts, "texts")
         if not images:
             return []
         model = self.model
@@ -79,23 +80,12 @@ class TunedPipeline:
     def classify(self, images: Sequence[Image.Image], labels: Sequence[Sequence[str]]) -> list[dict]:
         if not isinstance(self.parts, ContrastiveParts):
             return self.base.classify(images, labels)
-        _same_length(images, labels, "labels")
+        check_same_length(images, labels, "labels")
         if not images:
             return []
         model = self.model
-        distinct = sorted({label for row in labels for label in row})
-        index = {label: i for i, label in enumerate(distinct)}
+        distinct = distinct_labels(labels)
         _, image = model.vision(self.pixels(images).to(model.device, model.projector_dtype))
         text = model.clip.encode_text(self.base.text_tokenizer(distinct).to(model.device))
         logits = self.parts.similarity(image, text, model.clip.logit_scale).cpu()  # (B, L)
-        results = []
-        for row_logits, row_labels in zip(logits, labels):
-            probs = row_logits[[index[label] for label in row_labels]].softmax(-1)
-            scores = {label: round(float(p), 6) for label, p in zip(row_labels, probs)}
-            results.append({"label": max(scores, key=scores.get), "scores": scores})
-        return results
-
-
-def _same_length(images, other, name: str) -> None:
-    if len(images) != len(other):
-        raise ValueError(f"got {len(images)} images but {len(other)} {name}")
+        return label_scores(logits, labels, distinct)
