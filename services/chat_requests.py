@@ -68,7 +68,8 @@ def _parts(message: Any, field: str) -> list[dict[str, Any]]:
     return content
 
 
-def _image_url_of(part: dict[str, Any], field: str) -> str:
+def image_url_of(part: dict[str, Any], field: str) -> str:
+    """The URL of an `image_url` content part (OpenAI sends an object, some clients a bare string)."""
     value = part.get("image_url")
     url = value.get("url") if isinstance(value, dict) else value
     if not isinstance(url, str) or not url:
@@ -87,7 +88,7 @@ def _read_user_message(parts: list[Any], field: str) -> tuple[str, tuple[str, st
                 raise _refuse(where + ".text", "a text part needs a string `text`")
             texts.append(part["text"])
         elif kind == "image_url":
-            images.append((_image_url_of(part, where), where + ".image_url.url"))
+            images.append((image_url_of(part, where), where + ".image_url.url"))
         else:
             raise _refuse(where + ".type", "each part must be of type text or image_url")
     if len(images) > 1:

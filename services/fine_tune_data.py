@@ -9,7 +9,7 @@ from typing import Any
 from db.queries import ImageFacts
 from services.config import ServiceSettings
 from services.errors import InputError
-from services.input_checks import check_image, decode_data_url
+from services.input_checks import check_characters, check_image, decode_data_url
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 # The field holding each task's target, and whether the line's `text` is required, optional or not used.
@@ -64,12 +64,7 @@ def _check_string(value: Any, name: str, limit: int, *, required: bool) -> str:
         raise InputError(name, f"{name} must not be empty")
     if len(value) > limit:
         raise InputError(name, f"{name} is {len(value)} characters, over the limit of {limit}")
-    if "\x00" in value:
-        raise InputError(name, f"{name} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(name, f"{name} is not valid Unicode (a lone surrogate?)") from None
+    check_characters(value, name)
     return value
 
 

@@ -145,7 +145,8 @@ def check_task(value: Any, field: str = "task") -> str:
     return value
 
 
-def _check_characters(value: str, field: str) -> None:
+def check_characters(value: str, field: str) -> None:
+    """A 400 naming `field` for text Postgres cannot store."""
     # Postgres text cannot hold NUL, and a lone surrogate (legal in JSON's \u escapes) cannot be encoded at all.
     if "\x00" in value:
         raise InputError(field, f"{field} contains a NUL character")
@@ -166,7 +167,7 @@ def _check_text(value: Any, field: str, limit: int, *, required: bool) -> str:
         raise InputError(field, f"{field} must not be empty")
     if len(value) > limit:
         raise InputError(field, f"{field} is {len(value)} characters, over the limit of {limit}")
-    _check_characters(value, field)
+    check_characters(value, field)
     return value
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.chat_requests import image_url_bytes
+from services.chat_requests import image_url_bytes, image_url_of
 from services.config import ServiceSettings
 from services.errors import InputError
 from services.input_checks import check_image
@@ -18,14 +18,6 @@ def _text_item(value: str, field: str, settings: ServiceSettings) -> ModerationI
     return ModerationItem(text=check_item_text(value, field, settings), image=None)
 
 
-def _image_part(part: dict[str, Any], field: str) -> str:
-    value = part.get("image_url")
-    url = value.get("url") if isinstance(value, dict) else value
-    if not isinstance(url, str) or not url:
-        raise _refuse(field + ".image_url.url", "image_url.url must be a data: URL or an http(s) URL")
-    return url
-
-
 def _parts_item(parts: list[Any], settings: ServiceSettings, allow_image_urls: bool) -> ModerationItem:
     """A list of parts is one input (a post): its texts joined, and at most one image."""
     texts, image = [], None
@@ -38,7 +30,7 @@ def _parts_item(parts: list[Any], settings: ServiceSettings, allow_image_urls: b
             if image is not None:
                 raise _refuse(field, "one image per input; send each image as its own request")
             url_field = field + ".image_url.url"
-            data = image_url_bytes(_image_part(part, field), url_field, settings, allow_image_urls=allow_image_urls)
+            data = image_url_bytes(image_url_of(part, field), url_field, settings, allow_image_urls=allow_image_urls)
             image = check_image(data, settings, url_field)
         else:
             raise _refuse(field, 'each part must be {"type": "text", "text": ...} or '
