@@ -222,13 +222,13 @@ def stage_costs(model: str, images: list[bytes]) -> dict:
     from PIL import Image
 
     from multimodal import load_pipeline
-    from services.canonical_image import canonical_png
+    from services.canonical_image import canonical_copy
 
     torch.set_num_threads(int(WORKER_THREADS["OMP_NUM_THREADS"]))
     pipeline = load_pipeline(model, device="cpu")
     vision = pipeline.model.cfg.vision
     transform = open_clip.image_transform(pipeline.image_size, is_train=False, mean=vision.mean, std=vision.std)
-    stored = [canonical_png(Image.open(io.BytesIO(data)), 1536).data for data in images]
+    stored = [canonical_copy(Image.open(io.BytesIO(data)), 1536).data for data in images]
     prepared = [pipeline.prepare(data) for data in stored]
 
     def per_job(work, count: int = len(images)) -> float:
@@ -237,7 +237,7 @@ def stage_costs(model: str, images: list[bytes]) -> dict:
 
     one = prepared[:4]
     return {
-        "api_stored_copy": per_job(lambda: [canonical_png(Image.open(io.BytesIO(d)), 1536) for d in images]),
+        "api_stored_copy": per_job(lambda: [canonical_copy(Image.open(io.BytesIO(d)), 1536) for d in images]),
         "lensq_worker_decode": per_job(lambda: [pipeline.prepare(d) for d in stored]),
         "naive_decode": per_job(lambda: [transform(Image.open(io.BytesIO(d)).convert("RGB")) for d in images]),
         "model_batch_1": per_job(lambda: [pipeline.caption([image]) for image in one], len(one)),

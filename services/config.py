@@ -55,6 +55,10 @@ class ServiceSettings(BaseSettings):
     max_callback_url_chars: int = Field(2000, ge=1, le=2000)
     # The stored copy's longer side: several times what the model reads (64-336 px), so a photo stays a few MB at most.
     stored_image_max_side: int = Field(1536, ge=64)
+    # A JPEG upload is stored as a JPEG of this quality (see services/canonical_image.py): at 95 the re-encode moves a
+    # pixel by about half a level on a photo (under two on small sharp-edged images), and the worker can decode it at a
+    # reduced DCT scale.
+    stored_jpeg_quality: int = Field(95, ge=75, le=100)
 
     # --- the web page /ui (services/ui): its session cookie, live list and thumbnails
     # Signs the session cookie. Unset: a random secret per API process, so sessions end when it restarts; set it

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from db.models import Task
 from db.queries import ImageFacts
-from services.canonical_image import canonical_png
+from services.canonical_image import canonical_copy
 from services.config import ALLOWED_IMAGE_FORMATS, ServiceSettings
 from services.errors import InputError
 from services.model_names import check_model_name
@@ -90,7 +90,7 @@ def _check_pixels(image: Image.Image, settings: ServiceSettings, field: str) -> 
 def _decode_to_canonical(image: Image.Image, settings: ServiceSettings, field: str) -> ImageFacts:
     try:
         image.load()
-        return canonical_png(image, settings.stored_image_max_side)
+        return canonical_copy(image, settings.stored_image_max_side, settings.stored_jpeg_quality)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(field, f"image rejected as a decompression bomb: {exc}") from None
     except Exception as exc:  # truncated or corrupt data raises whatever the decoder hits first
@@ -98,7 +98,7 @@ def _decode_to_canonical(image: Image.Image, settings: ServiceSettings, field: s
 
 
 def check_image(data: bytes, settings: ServiceSettings, field: str = "image") -> ImageFacts:
-    """The stored copy (a canonical PNG) of an allowed, bounded, fully decodable raster image; else InputError."""
+    """The stored copy (canonical_copy) of an allowed, bounded, fully decodable raster image; else InputError."""
     _check_bytes(data, settings, field)
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels  # Pillow's own bomb check: a global, one value per process
     with warnings.catch_warnings():

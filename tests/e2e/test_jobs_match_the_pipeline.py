@@ -28,9 +28,11 @@ def job_specs(count: int) -> list[dict]:
 
 
 def expected_result(pipeline, spec: dict):
-    from multimodal import decode_image
+    """The pipeline's result on what the worker reads: the API's stored copy, prepared at the model's size."""
+    from services.config import ServiceSettings
+    from services.input_checks import check_image
 
-    image = [decode_image(spec["bytes"])]
+    image = [pipeline.prepare(check_image(spec["bytes"], ServiceSettings()).data)]
     if spec["task"] == "caption":
         return {"caption": pipeline.caption(image)[0]}
     if spec["task"] == "vqa":

@@ -49,14 +49,45 @@ def _png_chunks(data: bytes) -> list[bytes]:
     return kinds
 
 
+# Markers with no length field: SOI, EOI, and the restart markers RST0-7.
+STANDALONE_MARKERS = {0xD8, 0xD9, *range(0xD0, 0xD8)}
+
+
+def _jpeg_segments(data: bytes) -> list[int]:
+    """The marker codes of a JPEG's segments, in order; fails on any byte after EOI."""
+    assert data.startswith(b"\xff\xd8")
+    markers, at = [0xD8], 2
+    while True:
+        assert data[at] == 0xFF, f"a segment starts at byte {at}"
+        marker = data[at + 1]
+        markers.append(marker)
+        if marker == 0xD9:
+            assert at + 2 == len(data), "bytes after EOI"
+            return markers
+        at += 2 if marker in STANDALONE_MARKERS else 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+        if marker == 0xDA:  # entropy-coded data runs to the next marker that is neither a stuffed 0xFF00 nor RSTn
+            while not (data[at] == 0xFF and data[at + 1] != 0x00 and data[at + 1] not in range(0xD0, 0xD8)):
+                at += 1
+
+
+def _uploaded_name(entry: dict) -> str:
+    return entry.get("file") or entry["files"][0]
+
+
 def assert_stored_canonically(session_factory, job_id: str, entry: dict) -> None:
-    """The stored copy is a clean PNG: right mode and size, no metadata, no trailing archive, named by its sha256."""
+    """The stored copy is clean: a JPEG for a JPEG upload, else a PNG; right mode and size, no metadata, no
+    trailing archive, named by its sha256."""
     with session_factory() as session:
         job = session.get(Job, uuid.UUID(job_id))
         row = session.get(ImageRow, (job.tenant_id, job.image_sha256))
         params = job.params
-    assert row.format == "PNG" and row.sha256 == hashlib.sha256(row.data).hexdigest()
-    assert set(_png_chunks(row.data)) <= {b"IHDR", b"IDAT", b"IEND"}, "no text, EXIF, ICC or palette chunks"
+    assert row.sha256 == hashlib.sha256(row.data).hexdigest()
+    if _uploaded_name(entry).endswith(".jpg"):
+        # SOI, APP0 (JFIF), DQT, SOF0, DHT, SOS, EOI only: no APP1 (EXIF), APP2 (ICC) or COM segment
+        assert row.format == "JPEG" and set(_jpeg_segments(row.data)) <= {0xD8, 0xE0, 0xDB, 0xC0, 0xC4, 0xDA, 0xD9}
+    else:
+        assert row.format == "PNG"
+        assert set(_png_chunks(row.data)) <= {b"IHDR", b"IDAT", b"IEND"}, "no text, EXIF, ICC or palette chunks"
     assert b"PK\x03\x04" not in row.data
     stored = Image.open(io.BytesIO(row.data))
     assert (row.width, row.height) == stored.size and getattr(stored, "n_frames", 1) == 1
