@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import bindparam, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
@@ -382,6 +382,20 @@ def extend_leases(session: Session, *, lease_token: str, lease_seconds: float) -
     return session.execute(stmt).rowcount
 
 
+def hand_back_claim(session: Session, *, lease_token: str) -> int:
+    """Returns a claimed batch that never ran to the queue, as if it had not been claimed; returns how many jobs."""
+    # attempts goes back down: the claim is undone, not counted as a lost attempt (a job's first claim had set
+    # started_at, which a never-started job does not show).
+    stmt = (
+        update(Job)
+        .where(Job.lease_token == lease_token, Job.status == JobStatus.running.value)
+        .values(status=JobStatus.queued.value, lease_owner=None, lease_token=None, lease_expires_at=None,
+                attempts=Job.attempts - 1, started_at=case((Job.attempts == 1, None), else_=Job.started_at),
+                updated_at=utcnow())
+    )
+    return session.execute(stmt).rowcount
+
+
 @dataclass(frozen=True)
 class JobOutcome:
     """The end of one job as a worker saw it: a result, or an error with its ErrorCode."""
@@ -400,23 +414,55 @@ def _error_code(outcome: JobOutcome) -> str | None:
     return outcome.error_code or ErrorCode.model.value
 
 
+def _final_values(outcome: JobOutcome, now: datetime) -> dict[str, Any]:
+    """The columns a job's outcome sets."""
+    status = JobStatus.failed if outcome.error is not None else JobStatus.succeeded
+    return {"status": status.value, "result": outcome.result, "error": outcome.error,
+            "error_code": _error_code(outcome), "model_version": outcome.model_version, "finished_at": now,
+            "updated_at": now, "lease_expires_at": None}
+
+
+def _write_one_by_one(session: Session, *, lease_token: str, outcomes: list[JobOutcome],
+                      now: datetime) -> list[uuid.UUID]:
+    """One guarded UPDATE per outcome: its rowcount says whether the job was still running under this lease."""
+    written: list[uuid.UUID] = []
+    for outcome in outcomes:
+        stmt = (
+            update(Job)
+            .where(Job.id == outcome.job_id, Job.lease_token == lease_token, Job.status == JobStatus.running.value)
+            .values(**_final_values(outcome, now))
+        )
+        if session.execute(stmt).rowcount:
+            written.append(outcome.job_id)
+    return written
+
+
+def _write_locked(session: Session, *, lease_token: str, outcomes: list[JobOutcome],
+                  now: datetime) -> list[uuid.UUID]:
+    """Locks the jobs still running under this lease (a cancel then waits for this transaction), then updates them
+    in one executemany: two round trips for the batch instead of one per job."""
+    held = set(session.scalars(
+        select(Job.id).where(Job.id.in_([o.job_id for o in outcomes]), Job.lease_token == lease_token,
+                             Job.status == JobStatus.running.value).with_for_update()
+    ))
+    # Parameter names differ from the column names, which SQLAlchemy reserves for the SET clause.
+    rows = [{"b_id": o.job_id, **{f"b_{k}": v for k, v in _final_values(o, now).items()}}
+            for o in outcomes if o.job_id in held]
+    if rows:
+        table = Job.__table__
+        columns = _final_values(outcomes[0], now)
+        values = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in columns}
+        session.execute(update(table).where(table.c.id == bindparam("b_id")).values(values), rows)
+    return [o.job_id for o in outcomes if o.job_id in held]
+
+
 def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutcome]) -> int:
     """Writes outcomes only for jobs still running under this lease, with their webhook events; returns how many
     were written."""
     now = utcnow()
-    written: list[uuid.UUID] = []
-    for outcome in outcomes:
-        status = JobStatus.failed if outcome.error is not None else JobStatus.succeeded
-        stmt = (
-            update(Job)
-            .where(Job.id == outcome.job_id, Job.lease_token == lease_token, Job.status == JobStatus.running.value)
-            .values(
-                status=status.value, result=outcome.result, error=outcome.error, error_code=_error_code(outcome),
-                model_version=outcome.model_version, finished_at=now, updated_at=now, lease_expires_at=None,
-            )
-        )
-        if session.execute(stmt).rowcount:
-            written.append(outcome.job_id)
+    # SQLite has no row locks (FOR UPDATE is ignored), so there each write is guarded by its own WHERE.
+    write = _write_locked if session.get_bind().dialect.name == "postgresql" else _write_one_by_one
+    written = write(session, lease_token=lease_token, outcomes=outcomes, now=now)
     # In this transaction: an event is sent only for a committed result, and every committed result has its event.
     record_final_events(session, job_ids=written, now=now)
     return len(written)

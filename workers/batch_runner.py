@@ -64,19 +64,26 @@ def _prepare_one(pipeline: Any, data: bytes) -> tuple[Any, str | None]:
         return None, f"image: {exc}"
 
 
-def _decode_all(pipeline: Any, jobs: list[ClaimedJob]) -> tuple[dict[str, Any], dict[str, str]]:
+@dataclass(frozen=True)
+class DecodedImages:
+    """A batch's distinct images as the model reads them, by sha256, and the reasons the bad ones failed."""
+
+    images: dict[str, Any]
+    errors: dict[str, str]
+
+
+def decode_all(pipeline: Any, jobs: list[ClaimedJob]) -> DecodedImages:
     """Each distinct image decoded and fitted to the model's size once, in the preprocessing pool (Pillow
-    releases the GIL while it decodes and resizes): the images by sha256, and the reasons the bad ones failed."""
+    releases the GIL while it decodes and resizes)."""
     data = {job.image_sha256: job.image_data for job in jobs}
     prepared = preprocess_pool().map(lambda blob: _prepare_one(pipeline, blob), data.values())
-    images: dict[str, Any] = {}
-    errors: dict[str, str] = {}
+    decoded = DecodedImages(images={}, errors={})
     for sha256, (image, error) in zip(data, prepared):
         if error is None:
-            images[sha256] = image
+            decoded.images[sha256] = image
         else:
-            errors[sha256] = error
-    return images, errors
+            decoded.errors[sha256] = error
+    return decoded
 
 
 def _call(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[str, Any],
@@ -118,10 +125,12 @@ def _run_group(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[st
     return {job.id: _run_alone(pipeline, task, job, images, budget) for job in jobs}
 
 
-def run_batch(pipeline: Any, jobs: list[ClaimedJob], budget: CallBudget | None = None) -> list[JobOutcome]:
-    """One outcome per claimed job, in claim order."""
+def run_batch(pipeline: Any, jobs: list[ClaimedJob], budget: CallBudget | None = None,
+              decoded: DecodedImages | None = None) -> list[JobOutcome]:
+    """One outcome per claimed job, in claim order; `decoded`: the jobs' images, when decoded ahead of time."""
     budget = budget or CallBudget.from_settings(WorkerSettings())
-    images, decode_errors = _decode_all(pipeline, jobs)
+    decoded = decoded or decode_all(pipeline, jobs)
+    images, decode_errors = decoded.images, decoded.errors
     outcomes: dict[Any, JobOutcome] = {
         j.id: JobOutcome(j.id, error=decode_errors[j.image_sha256], error_code=ErrorCode.input.value)
         for j in jobs if j.image_sha256 in decode_errors

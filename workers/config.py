@@ -27,6 +27,8 @@ class WorkerSettings(BaseSettings):
     batch_fill_wait_seconds: float = Field(0.05, ge=0)
     batch_fill_poll_seconds: float = Field(0.005, gt=0)
     max_batches_per_message: int = Field(8, ge=1)
+    # Under a backlog, claim and decode the next batch on another thread while the model runs the current one.
+    claim_ahead: bool = True
     # Image embeddings kept per worker (keyed by image sha256 and model version): a repeated image is not re-encoded.
     embedding_cache_size: int = Field(256, ge=0)
     # Tenants' fine-tuned versions kept applied over the base model per worker (workers/adapters.py), least recently

@@ -12,23 +12,37 @@ from db.session import session_scope
 log = logging.getLogger(__name__)
 
 
+class LeaseKeeper:
+    """A thread that extends one lease every third of its length, from start() until stop()."""
+
+    def __init__(self, *, lease_token: str, lease_seconds: float):
+        self.lease_token, self.lease_seconds = lease_token, lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                with session_scope() as session:
+                    extend_leases(session, lease_token=self.lease_token, lease_seconds=self.lease_seconds)
+            except Exception:
+                log.exception("could not extend lease %s", self.lease_token)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 @contextmanager
 def keep_leases_alive(*, lease_token: str, lease_seconds: float) -> Iterator[None]:
     """Extends the lease every third of its length until the block ends."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease_seconds / 3):
-            try:
-                with session_scope() as session:
-                    extend_leases(session, lease_token=lease_token, lease_seconds=lease_seconds)
-            except Exception:
-                log.exception("could not extend lease %s", lease_token)
-
-    thread = threading.Thread(target=renew, name="lease-keeper", daemon=True)
-    thread.start()
+    keeper = LeaseKeeper(lease_token=lease_token, lease_seconds=lease_seconds).start()
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        keeper.stop()

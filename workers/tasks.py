@@ -1,22 +1,26 @@
 """The doorbell task: claim a batch of a queue from the ledger, run it, write the results; repeat a few times."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from celery import signals
 from sqlalchemy.exc import OperationalError
 
-from db.queries import claim_batch, count_queued, queue_has_work, write_results
+from db.queries import Claim, claim_batch, count_queued, hand_back_claim, queue_has_work, write_results
 from db.session import session_scope
 from db.structured_logs import bind_log_context, log_scope
 from workers import worker_logs  # noqa: F401  (JSON log lines when LENSQ_LOG_FORMAT=json)
-from workers.batch_runner import CallBudget, run_batch
+from workers.batch_runner import CallBudget, DecodedImages, decode_all, run_batch
 from workers.celery_app import RUN_QUEUE_TASK, app, ring
 from workers.config import WorkerSettings, train_queue
 from workers.fine_tuning import run_fine_tuning_queue
-from workers.leases import keep_leases_alive
+from workers.leases import LeaseKeeper
 from workers.metrics import record_claim, record_results
 from workers.model import get_pipeline
 from workers.sweeper import Sweeper
@@ -44,30 +48,75 @@ def wait_for_fill(*, queue: str, settings: WorkerSettings) -> int:
         time.sleep(settings.batch_fill_poll_seconds)
 
 
-def run_one_batch(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
-    """Claims, runs and writes one batch; returns how many jobs it claimed (0: the queue was empty)."""
-    pipeline = get_pipeline()  # loaded before claiming, so loading never eats into a lease
+@dataclass
+class ReadyBatch:
+    """A claimed batch whose images are decoded, its lease kept alive from the claim until it has run."""
+
+    queue: str
+    claim: Claim
+    decoded: DecodedImages
+    keeper: LeaseKeeper
+
+    @property
+    def size(self) -> int:
+        return len(self.claim.jobs)
+
+
+def claim_ready_batch(*, queue: str, worker_id: str, settings: WorkerSettings, pipeline: Any) -> ReadyBatch | None:
+    """Claims a batch and decodes its images; None when the queue is empty."""
     if settings.batch_fill_wait_seconds > 0:
         wait_for_fill(queue=queue, settings=settings)
     with session_scope() as session:
         claim = claim_batch(session, queue=queue, worker_id=worker_id, limit=settings.batch_size,
                             lease_seconds=settings.lease_seconds)
     if not claim.jobs:
-        return 0
+        return None
+    keeper = LeaseKeeper(lease_token=claim.lease_token, lease_seconds=settings.lease_seconds).start()
     record_claim(queue, claim.jobs, settings)
+    try:
+        decoded = decode_all(pipeline, claim.jobs)
+    except BaseException:
+        keeper.stop()  # the lease lapses and the sweeper re-queues the jobs
+        raise
+    return ReadyBatch(queue=queue, claim=claim, decoded=decoded, keeper=keeper)
+
+
+def run_and_write(batch: ReadyBatch, *, pipeline: Any, settings: WorkerSettings) -> None:
+    """Runs a ready batch through the model and writes its results under its lease."""
+    claim = batch.claim
     bind_log_context(lease=claim.lease_token)  # every line about this batch names its lease
-    with keep_leases_alive(lease_token=claim.lease_token, lease_seconds=settings.lease_seconds):
-        outcomes = run_batch(pipeline, claim.jobs, CallBudget.from_settings(settings))
+    try:
+        outcomes = run_batch(pipeline, claim.jobs, CallBudget.from_settings(settings), decoded=batch.decoded)
+    finally:
+        batch.keeper.stop()
     with session_scope() as session:
         written = write_results(session, lease_token=claim.lease_token, outcomes=outcomes)
     wake_deliverer()  # the results' webhook events are committed: send them now rather than at the next poll
-    record_results(queue, claim.jobs, outcomes, written, settings)
+    record_results(batch.queue, claim.jobs, outcomes, written, settings)
     # The chaos suite counts these lines: every write and every late result refused.
     log.info("lease %s: wrote %d results, discarded %d", claim.lease_token, written, len(outcomes) - written)
     if written < len(outcomes):
         log.warning("%d of %d results discarded: their lease was lost or the job cancelled", len(outcomes) - written,
                     len(outcomes))
-    return len(claim.jobs)
+
+
+def hand_back(batch: ReadyBatch | None) -> None:
+    """A batch claimed ahead that will not run here goes back to the queue (if that fails, its lease lapses)."""
+    if batch is None:
+        return
+    batch.keeper.stop()
+    try:
+        with session_scope() as session:
+            returned = hand_back_claim(session, lease_token=batch.claim.lease_token)
+        log.info("lease %s: handed %d jobs back to the queue", batch.claim.lease_token, returned)
+    except Exception:
+        log.exception("could not hand back lease %s; the sweeper re-queues it when it lapses", batch.claim.lease_token)
+
+
+@functools.cache
+def claim_ahead_pool() -> ThreadPoolExecutor:
+    """One thread that claims and decodes the next batch while the model runs the current one."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim-ahead")
 
 
 def _should_stop_claiming(started: float, settings: WorkerSettings) -> bool:
@@ -75,22 +124,58 @@ def _should_stop_claiming(started: float, settings: WorkerSettings) -> bool:
     return _stopping or time.monotonic() - started > settings.message_soft_time_limit_seconds
 
 
+def _claims_ahead(batch: ReadyBatch, number: int, started: float, settings: WorkerSettings) -> bool:
+    """Whether to claim the next batch while this one runs: only under a backlog (this claim was full, so the
+    queue may hold more), and only if this message will run another batch."""
+    return (settings.claim_ahead and batch.size >= settings.batch_size
+            and number < settings.max_batches_per_message and not _should_stop_claiming(started, settings))
+
+
 def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
-    """Runs batches until the queue is empty or this message's share is used, then rings again if work is left."""
+    """Runs batches until the queue is empty or this message's share is used, then rings again if work is left.
+
+    Under a backlog the next batch is claimed and decoded on another thread while the model runs the current one
+    (the database round trips and the decoding then cost the model's thread nothing); a worker told to stop hands
+    that batch back."""
+    pipeline = get_pipeline()  # loaded before claiming, so loading never eats into a lease
+    claim_next = functools.partial(claim_ready_batch, queue=queue, worker_id=worker_id, settings=settings,
+                                   pipeline=pipeline)
     started = time.monotonic()
     claimed = 0
-    for _ in range(settings.max_batches_per_message):
-        count = run_one_batch(queue=queue, worker_id=worker_id, settings=settings)
-        claimed += count
-        if count == 0:
-            return claimed
-        if _should_stop_claiming(started, settings):
-            break
+    ahead: Future | None = None
+    try:
+        batch = claim_next()
+        for number in range(1, settings.max_batches_per_message + 1):
+            if batch is None:
+                return claimed
+            claimed += batch.size
+            if _claims_ahead(batch, number, started, settings):
+                ahead = claim_ahead_pool().submit(claim_next)
+            run_and_write(batch, pipeline=pipeline, settings=settings)
+            if ahead is not None:
+                batch, ahead = ahead.result(), None
+            elif number < settings.max_batches_per_message and not _should_stop_claiming(started, settings):
+                batch = claim_next()
+            else:
+                batch = None
+            if _should_stop_claiming(started, settings):
+                hand_back(batch)
+                break
+    finally:
+        if ahead is not None:  # the current batch failed (the ledger is down?): the one claimed ahead goes back
+            hand_back(_result_or_none(ahead))
     with session_scope() as session:
         more = queue_has_work(session, queue=queue)
     if more:
         ring(queue, reason="continue")  # let the broker share the rest fairly among workers and queues
     return claimed
+
+
+def _result_or_none(future: Future) -> ReadyBatch | None:
+    try:
+        return future.result()
+    except Exception:
+        return None  # its claim failed: there is nothing to hand back
 
 
 @app.task(name=RUN_QUEUE_TASK, bind=True, ignore_result=True)

@@ -18,6 +18,7 @@ from db.queries import (
     claim_batch,
     extend_leases,
     get_job,
+    hand_back_claim,
     insert_jobs,
     queues_to_rering,
     requeue_expired,
@@ -149,6 +150,31 @@ def test_extend_leases_pushes_expiry(session_factory, tenant):
         assert extend_leases(session, lease_token=claim.lease_token, lease_seconds=600) == 1
     with session_factory() as session:
         assert session.get(Job, job_id).lease_expires_at > utcnow() + timedelta(seconds=500)
+
+
+def test_a_batch_handed_back_is_queued_as_before_its_claim(session_factory, tenant):
+    """A batch claimed ahead that will not run: queued again with its attempts undone, and claimable by anyone."""
+    queue = _queue()
+    ids = _seed_jobs(session_factory, tenant, queue, [0, 0, 0])
+    with session_factory.begin() as session:  # the third job has run once already: its claim here is attempt 2
+        first = claim_batch(session, queue=queue, worker_id="w-a", limit=3, lease_seconds=30)
+    with session_factory.begin() as session:
+        session.get(Job, ids[2]).attempts = 2
+    with session_factory.begin() as session:
+        cancel_job(session, tenant_id=tenant.id, job_id=ids[1])
+        assert hand_back_claim(session, lease_token=first.lease_token) == 2  # not the cancelled one
+    with session_factory() as session:
+        fresh, cancelled, retried = (session.get(Job, job_id) for job_id in ids)
+        assert (fresh.status, fresh.attempts, fresh.lease_token, fresh.lease_owner, fresh.lease_expires_at,
+                fresh.started_at) == ("queued", 0, None, None, None, None)
+        assert (retried.status, retried.attempts) == ("queued", 1) and retried.started_at is not None
+        assert cancelled.status == "cancelled"
+    with session_factory.begin() as session:
+        again = claim_batch(session, queue=queue, worker_id="w-b", limit=3, lease_seconds=30)
+    assert sorted(job.id for job in again.jobs) == sorted([ids[0], ids[2]])
+    assert sorted(job.attempts for job in again.jobs) == [1, 2]
+    with session_factory.begin() as session:  # the old lease token no longer holds anything
+        assert hand_back_claim(session, lease_token=first.lease_token) == 0
 
 
 def test_sweeper_fails_a_job_after_max_attempts(session_factory, tenant):

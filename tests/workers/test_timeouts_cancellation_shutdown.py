@@ -142,6 +142,8 @@ def test_sigterm_mid_batch_writes_the_batch_and_hands_the_rest_to_the_other_work
     assert all(jobs[i].attempts == 1 for i in head + rest), "nothing was left to a lease expiry"
     assert all(jobs[i].lease_owner.endswith(f"/{holder.pid}") for i in head)
     assert all(jobs[i].lease_owner.endswith(f"/{other.pid}") for i in rest), "the rest went to the other worker"
+    # The first batch was full, so the holder had claimed the next one ahead while the stall ran: it handed it back.
+    assert "handed 16 jobs back to the queue" in holder.log_path.read_text(errors="replace")
 
 
 def _holder(session_factory, job_id: uuid.UUID, workers):
