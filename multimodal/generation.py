@@ -62,11 +62,14 @@ def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor,
         new_embeds = model.lm.get_input_embeddings()(next_ids)[:, None]  # (B_live, 1, D)
         new_positions = positions[:, -1:] + 1
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        positions = torch.cat([positions, new_positions], dim=1)
-        embeds = torch.cat([embeds, new_embeds], dim=1)
         if use_cache:
+            # The cache holds the past: only the newest position and embedding are needed, not the whole sequence
+            # (copying (B, T, D) every step cost about 5% of a caption batch).
             past, step_embeds, step_positions = out.cache, new_embeds, new_positions
+            positions, embeds = new_positions, new_embeds
         else:
+            positions = torch.cat([positions, new_positions], dim=1)
+            embeds = torch.cat([embeds, new_embeds], dim=1)
             step_embeds, step_positions = embeds, positions
     return [_until_eos(row, eos_id) for row in outputs]
 
