@@ -8,10 +8,12 @@ from fastapi import FastAPI
 from db.session import get_session_factory
 from services.body_limit import BodyLimitMiddleware
 from services.config import ServiceSettings
+from services.deps import KeyCache
 from services.errors import install_error_handlers
 from services.metrics import install_metrics
 from services.rate_limits import make_counter
 from services.request_logs import install_request_logs
+from services.submission import SingleJobIntake
 from services.routes import batches, health, jobs, keys, tenant
 from services.routes import openai_batches, openai_chat, openai_files, openai_moderations
 from services.routes import moderation_review
@@ -35,6 +37,9 @@ def create_app(settings: ServiceSettings | None = None, database_url: str | None
     app.state.settings = settings or ServiceSettings()
     app.state.session_factory = get_session_factory(database_url)
     app.state.rate_counter = make_counter(app.state.settings)
+    app.state.key_cache = KeyCache()  # the tenants of recently used keys (services.deps.KEY_CACHE_SECONDS)
+    # POST /v1/jobs without an Idempotency-Key: jobs arriving together are stored together
+    app.state.single_job_intake = SingleJobIntake(app.state.session_factory, app.state.settings)
     install_error_handlers(app)
     limits = app.state.settings  # bodies are capped before any route reads them
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_request_bytes,

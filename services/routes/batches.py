@@ -9,12 +9,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from db.queries import batch_counts, batch_jobs, find_batch_by_idempotency_key, get_batch
+from db.queries import batch_counts, batch_jobs, get_batch
 from services.config import ServiceSettings
-from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from services.deps import (
+    ACCESS_ERRORS,
+    CurrentTenant,
+    IntakeSubmitTenant,
+    ReadTenant,
+    SessionDep,
+    SettingsDep,
+    confirm_live_key,
+)
 from services.errors import found
 from services.input_checks import CheckedJob, check_job
-from services.rate_limits import check_job_quota
 from services.request_bodies import RawJob, read_batch_request
 from services.routes.jobs import IdempotencyKey
 from services.schemas import (
@@ -60,10 +67,16 @@ def _check_items(raw_items: list[RawJob], settings: ServiceSettings) -> list[Che
     return [check_job(raw.fields, raw.image_bytes, settings, f"items[{i}].") for i, raw in enumerate(raw_items)]
 
 
-def _check_quota_unless_replay(session: Session, tenant: CurrentTenant, key: str | None, new_jobs: int) -> None:
-    """The quota check for the batch's jobs; a retry of a stored Idempotency-Key gets its replay instead."""
-    if key is None or find_batch_by_idempotency_key(session, tenant_id=tenant.id, key=key) is None:
-        check_job_quota(session, tenant_id=tenant.id, limit=tenant.max_active_jobs, new_jobs=new_jobs)
+def _check_and_store_batch(session: Session, tenant: CurrentTenant, raw_items: list[RawJob], settings: ServiceSettings,
+                           key: str | None, callback_url: str | None) -> tuple[dict, int]:
+    """Checks every item, stores the batch within the tenant's quota (a retry of a stored Idempotency-Key gets its
+    replay), and returns the answer's body and status: 202 for a new batch, 200 for a replay."""
+    checked = _check_items(raw_items, settings)
+    current = confirm_live_key(session, tenant, settings)
+    submitted = submit_batch(session, tenant_id=current.id, items=checked, settings=settings, idempotency_key=key,
+                             callback_url=callback_url, quota_limit=current.max_active_jobs)
+    counts = batch_counts(session, batch_id=submitted.batch.id)
+    return BatchPublic.from_row(submitted.batch, counts).model_dump(mode="json"), 202 if submitted.created else 200
 
 
 @router.post(
@@ -84,21 +97,16 @@ def _check_quota_unless_replay(session: Session, tenant: CurrentTenant, key: str
                                                    "or the batch would pass the tenant's quota of active jobs (jobs)"},
     },
 )
-async def create_batch(request: Request, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep,
+async def create_batch(request: Request, tenant: IntakeSubmitTenant, session: SessionDep, settings: SettingsDep,
                        idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit many jobs in one request; every item is checked first, and none is stored if one is bad."""
     key = check_idempotency_key(idempotency_key, settings)
     raw = await read_batch_request(request, settings)
     callback_url = check_callback_url(raw.callback_url, settings)
-    checked = await run_in_threadpool(_check_items, raw.items, settings)
-    await run_in_threadpool(_check_quota_unless_replay, session, tenant, key, len(checked))
-    submitted = await run_in_threadpool(
-        lambda: submit_batch(session, tenant_id=tenant.id, items=checked, settings=settings, idempotency_key=key,
-                             callback_url=callback_url)
-    )
-    counts = await run_in_threadpool(lambda: batch_counts(session, batch_id=submitted.batch.id))
-    body = BatchPublic.from_row(submitted.batch, counts).model_dump(mode="json")
-    return JSONResponse(body, status_code=202 if submitted.created else 200)
+    # One trip to a thread for the checks, the quota and the ledger.
+    body, status = await run_in_threadpool(_check_and_store_batch, session, tenant, raw.items, settings, key,
+                                           callback_url)
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/{batch_id}", response_model=BatchPublic,

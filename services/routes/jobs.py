@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -10,15 +11,24 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job
-from db.queries import cancel_job, find_job_by_idempotency_key, get_job, is_final, list_jobs
-from services.deps import ACCESS_ERRORS, CurrentTenant, ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from db.queries import cancel_job, get_job, is_final, list_jobs
+from db.structured_logs import bind_log_context
+from services.deps import (
+    ACCESS_ERRORS,
+    CurrentTenant,
+    IntakeSubmitTenant,
+    ReadTenant,
+    SessionDep,
+    SettingsDep,
+    SubmitTenant,
+    confirm_live_key,
+)
 from services.errors import InputError, found
 from services.input_checks import check_job
-from services.rate_limits import check_job_quota
-from services.request_bodies import read_job
+from services.config import ServiceSettings
+from services.request_bodies import RawJob, read_job
 from services.schemas import (
     JOB_CREATE_EXAMPLES,
     JOB_EXAMPLE,
@@ -33,9 +43,10 @@ from services.schemas import (
     error_response,
     example_response,
 )
-from services.submission import check_idempotency_key, submit_job
+from services.submission import SingleJob, SingleJobIntake, check_idempotency_key, submit_job
 from services.webhooks import check_callback_url
 
+log = logging.getLogger("services.submission")  # the line submit_job logs, under the same logger
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ACCESS_ERRORS)
 
 NOT_FOUND = {404: error_response("No such job for this tenant", "job_id", "no job with this id")}
@@ -55,11 +66,6 @@ CREATE_JOB_BODY = {
 }
 
 
-def job_response(job: Job, status_code: int = 200) -> JSONResponse:
-    """A job as JSON with the given status."""
-    return JSONResponse(JobPublic.from_row(job).model_dump(mode="json"), status_code=status_code)
-
-
 @router.post(
     "",
     status_code=202,
@@ -77,25 +83,35 @@ def job_response(job: Job, status_code: int = 200) -> JSONResponse:
                                                    "or the tenant's quota of queued and running jobs is full (jobs)"},
     },
 )
-async def create_job(request: Request, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep,
+async def create_job(request: Request, tenant: IntakeSubmitTenant, settings: SettingsDep,
                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a job: JSON with a base64 data: URL image, or multipart with the image as a file part."""
     key = check_idempotency_key(idempotency_key, settings)
     raw = await read_job(request, settings, allow_image_urls=tenant.allow_image_urls)
     callback_url = check_callback_url(raw.fields.get("callback_url"), settings)
+    if key is not None:  # its replay or conflict is decided against the ledger: stored on its own
+        body, status = await run_in_threadpool(_check_and_store_job, request.app.state.session_factory, tenant, raw,
+                                               settings, key, callback_url)
+        return JSONResponse(body, status_code=status)
     checked = await run_in_threadpool(check_job, raw.fields, raw.image_bytes, settings)
-    await run_in_threadpool(_check_quota_unless_replay, session, tenant, key)
-    submitted = await run_in_threadpool(
-        lambda: submit_job(session, tenant_id=tenant.id, checked=checked, settings=settings, idempotency_key=key,
-                           callback_url=callback_url)
-    )
-    return job_response(submitted.job, 202 if submitted.created else 200)
+    intake: SingleJobIntake = request.app.state.single_job_intake
+    stored = await intake.submit(SingleJob(tenant=tenant, checked=checked, callback_url=callback_url))
+    bind_log_context(tenant_id=tenant.id, job_id=stored.job_id)
+    log.info("queued %s job", stored.task)
+    return JSONResponse(stored.body, status_code=202)
 
 
-def _check_quota_unless_replay(session: Session, tenant: CurrentTenant, key: str | None) -> None:
-    """The quota check for one more job; a retry of a stored Idempotency-Key gets its replay instead."""
-    if key is None or find_job_by_idempotency_key(session, tenant_id=tenant.id, key=key) is None:
-        check_job_quota(session, tenant_id=tenant.id, limit=tenant.max_active_jobs, new_jobs=1)
+def _check_and_store_job(session_factory: sessionmaker[Session], tenant: CurrentTenant, raw: RawJob,
+                         settings: ServiceSettings, key: str, callback_url: str | None) -> tuple[dict, int]:
+    """Checks a job sent with an Idempotency-Key, stores it within the tenant's quota (a retry of a stored key gets
+    its replay), and returns the answer's body and status: 202 for a new job, 200 for a replay."""
+    checked = check_job(raw.fields, raw.image_bytes, settings)
+    with session_factory() as session:  # opened after the checks: a refused job never takes a connection
+        current = confirm_live_key(session, tenant, settings)
+        submitted = submit_job(session, tenant_id=current.id, checked=checked, settings=settings, idempotency_key=key,
+                               callback_url=callback_url, quota_limit=current.max_active_jobs)
+        # Built while the session is open: the job's `model` may name a version, read from the ledger.
+        return JobPublic.from_row(submitted.job).model_dump(mode="json"), 202 if submitted.created else 200
 
 
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:

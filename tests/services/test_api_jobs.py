@@ -132,3 +132,32 @@ def test_concurrent_retries_with_one_key_make_one_job(unserved_api, tenant):
         responses = list(pool.map(post, range(8)))
     assert sorted(r.status_code for r in responses) == [200] * 7 + [202]
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+def test_concurrent_single_jobs_are_each_stored_or_refused_on_their_own(unserved_api, tenant, session_factory):
+    """Jobs arriving together are stored together (services.submission.SingleJobIntake): each still gets its own
+    answer, its own row and its own refusal (an unknown model), and none is lost or answered twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from db.models import Job
+
+    def post(index: int):
+        body = {"task": "vqa", "image": data_url(shape_png(300 + index)), "question": f"q{index}", "ref": f"r{index}"}
+        if index % 5 == 0:
+            body["model"] = "ft:no-such-model"
+        with unserved_api.client(tenant) as http:
+            return index, http.post("/v1/jobs", json=body)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = dict(pool.map(post, range(40)))
+    for index, response in responses.items():
+        if index % 5 == 0:
+            assert response.status_code == 404 and response.json()["error"]["field"] == "model", response.text
+        else:
+            assert response.status_code == 202, response.text
+            assert (response.json()["ref"], response.json()["params"]) == (f"r{index}", {"question": f"q{index}"})
+    with session_factory() as session:
+        stored = {str(job_id): ref for job_id, ref in
+                  session.execute(select(Job.id, Job.ref).where(Job.tenant_id == tenant.id)).all()}
+    answered = {r.json()["id"]: r.json()["ref"] for r in responses.values() if r.status_code == 202}
+    assert answered.items() <= stored.items() and len(answered) == 32

@@ -154,3 +154,27 @@ def test_window_counters_count_then_start_a_new_window(kind, redis_url):
     name = f"test:{uuid.uuid4()}"
     assert [counter.hit(name, 1)[0] for _ in range(3)] == [1, 2, 3]
     wait_until(lambda: counter.hit(name, 1)[0] == 1, timeout=5, interval=0.1, what="a new window")
+
+
+def test_a_revoked_key_stores_nothing_even_where_it_is_cached(two_apis, session_factory):
+    """The intake routes trust a key they looked up for a few seconds (services.deps.KEY_CACHE_SECONDS), but their
+    transaction confirms it: a key revoked in one process stores no job through another that still caches it."""
+    from db.models import Job
+
+    admin = make_key(session_factory)
+    created = httpx.post(f"{two_apis[0]}/v1/keys", headers=admin["headers"], json={"scopes": ["submit", "read"]})
+    submitter = {"Authorization": f"Bearer {created.json()['token']}"}
+    for index, url in enumerate(two_apis):  # both processes have now cached the key
+        assert httpx.post(f"{url}/v1/jobs", headers=submitter, json=job_body(60 + index)).status_code == 202
+        assert httpx.post(f"{url}/v1/batches", headers=submitter, json=batch_body(62 + index, 1)).status_code == 202
+    revoked = httpx.post(f"{two_apis[0]}/v1/keys/{created.json()['id']}/revoke", headers=admin["headers"])
+    assert revoked.status_code == 200
+    for url in two_apis:
+        for response in (httpx.post(f"{url}/v1/jobs", headers=submitter, json=job_body(70)),
+                         httpx.post(f"{url}/v1/jobs", headers={**submitter, "Idempotency-Key": "k"},
+                                    json=job_body(71)),
+                         httpx.post(f"{url}/v1/batches", headers=submitter, json=batch_body(72, 2)),
+                         httpx.get(f"{url}/v1/jobs", headers=submitter)):
+            assert response.status_code == 401 and response.json()["error"]["field"] == "Authorization", response.text
+    with session_factory() as session:
+        assert session.query(Job).filter(Job.tenant_id == admin["tenant_id"]).count() == 4
