@@ -12,7 +12,7 @@ from typing import Any
 from celery import signals
 from sqlalchemy.exc import OperationalError
 
-from db.queries import Claim, claim_batch, count_queued, hand_back_claim, queue_has_work, write_results
+from db.queries import Claim, JobOutcome, claim_batch, count_queued, hand_back_claim, queue_has_work, write_results
 from db.session import session_scope
 from db.structured_logs import bind_log_context, log_scope
 from workers import worker_logs  # noqa: F401  (JSON log lines when LENSQ_LOG_FORMAT=json)
@@ -81,14 +81,18 @@ def claim_ready_batch(*, queue: str, worker_id: str, settings: WorkerSettings, p
     return ReadyBatch(queue=queue, claim=claim, decoded=decoded, keeper=keeper)
 
 
-def run_and_write(batch: ReadyBatch, *, pipeline: Any, settings: WorkerSettings) -> None:
-    """Runs a ready batch through the model and writes its results under its lease."""
-    claim = batch.claim
-    bind_log_context(lease=claim.lease_token)  # every line about this batch names its lease
+def run_model(batch: ReadyBatch, *, pipeline: Any, settings: WorkerSettings) -> list[JobOutcome]:
+    """Runs a ready batch through the model (on this, the model's thread)."""
+    bind_log_context(lease=batch.claim.lease_token)  # every line about this batch names its lease
     try:
-        outcomes = run_batch(pipeline, claim.jobs, CallBudget.from_settings(settings), decoded=batch.decoded)
+        return run_batch(pipeline, batch.claim.jobs, CallBudget.from_settings(settings), decoded=batch.decoded)
     finally:
         batch.keeper.stop()
+
+
+def write_outcomes(batch: ReadyBatch, outcomes: list[JobOutcome], *, settings: WorkerSettings) -> None:
+    """Writes a batch's results under its lease: only jobs still running under it take theirs."""
+    claim = batch.claim
     with session_scope() as session:
         written = write_results(session, lease_token=claim.lease_token, outcomes=outcomes)
     wake_deliverer()  # the results' webhook events are committed: send them now rather than at the next poll
@@ -134,24 +138,31 @@ def _claims_ahead(batch: ReadyBatch, number: int, started: float, settings: Work
 def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
     """Runs batches until the queue is empty or this message's share is used, then rings again if work is left.
 
-    Under a backlog the next batch is claimed and decoded on another thread while the model runs the current one
-    (the database round trips and the decoding then cost the model's thread nothing); a worker told to stop hands
-    that batch back."""
+    Only the model runs on this thread. Under a backlog the next batch is claimed and decoded on another thread
+    (claim_ahead_pool) while the model runs the current one, and each batch's results are written there too, while
+    the model runs the next: at most one write is in flight, and the message ends only once it is done. A worker
+    told to stop hands back the batch it claimed ahead."""
     pipeline = get_pipeline()  # loaded before claiming, so loading never eats into a lease
     claim_next = functools.partial(claim_ready_batch, queue=queue, worker_id=worker_id, settings=settings,
                                    pipeline=pipeline)
     started = time.monotonic()
     claimed = 0
     ahead: Future | None = None
+    writing: Future | None = None
+    drained = False  # a claim found the queue empty
     try:
         batch = claim_next()
         for number in range(1, settings.max_batches_per_message + 1):
             if batch is None:
-                return claimed
+                drained = True
+                break
             claimed += batch.size
             if _claims_ahead(batch, number, started, settings):
                 ahead = claim_ahead_pool().submit(claim_next)
-            run_and_write(batch, pipeline=pipeline, settings=settings)
+            outcomes = run_model(batch, pipeline=pipeline, settings=settings)
+            if writing is not None:
+                writing.result()  # the previous batch's write failed (the ledger is down?): stop here
+            writing = claim_ahead_pool().submit(write_outcomes, batch, outcomes, settings=settings)
             if ahead is not None:
                 batch, ahead = ahead.result(), None
             elif number < settings.max_batches_per_message and not _should_stop_claiming(started, settings):
@@ -162,8 +173,12 @@ def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
                 hand_back(batch)
                 break
     finally:
-        if ahead is not None:  # the current batch failed (the ledger is down?): the one claimed ahead goes back
+        if ahead is not None:  # a batch failed (the ledger is down?): the one claimed ahead goes back
             hand_back(_result_or_none(ahead))
+        if writing is not None:
+            writing.result()  # raises the write's error, if any
+    if drained:
+        return claimed
     with session_scope() as session:
         more = queue_has_work(session, queue=queue)
     if more:
