@@ -93,15 +93,17 @@ def run_model(batch: ReadyBatch, *, pipeline: Any, settings: WorkerSettings) -> 
 def write_outcomes(batch: ReadyBatch, outcomes: list[JobOutcome], *, settings: WorkerSettings) -> None:
     """Writes a batch's results under its lease: only jobs still running under it take theirs."""
     claim = batch.claim
-    with session_scope() as session:
-        written = write_results(session, lease_token=claim.lease_token, outcomes=outcomes)
-    wake_deliverer()  # the results' webhook events are committed: send them now rather than at the next poll
-    record_results(batch.queue, claim.jobs, outcomes, written, settings)
-    # The chaos suite counts these lines: every write and every late result refused.
-    log.info("lease %s: wrote %d results, discarded %d", claim.lease_token, written, len(outcomes) - written)
-    if written < len(outcomes):
-        log.warning("%d of %d results discarded: their lease was lost or the job cancelled", len(outcomes) - written,
-                    len(outcomes))
+    # Its own log scope: this runs on the claim-ahead thread, which does not share the message's context.
+    with log_scope(queue=batch.queue, lease=claim.lease_token):
+        with session_scope() as session:
+            written = write_results(session, lease_token=claim.lease_token, outcomes=outcomes)
+        wake_deliverer()  # the results' webhook events are committed: send them now rather than at the next poll
+        record_results(batch.queue, claim.jobs, outcomes, written, settings)
+        # The chaos suite counts these lines: every write and every late result refused.
+        log.info("lease %s: wrote %d results, discarded %d", claim.lease_token, written, len(outcomes) - written)
+        if written < len(outcomes):
+            log.warning("%d of %d results discarded: their lease was lost or the job cancelled",
+                        len(outcomes) - written, len(outcomes))
 
 
 def hand_back(batch: ReadyBatch | None) -> None:
