@@ -15,6 +15,7 @@ from db.models import (
     FineTuneStatus, FineTuningEvent, FineTuningExample, FineTuningJob, Image, ModelVersion, Tenant,
     TenantDefaultModel, utcnow,
 )
+from db.session import is_postgres
 
 RUNNING = FineTuneStatus.running.value
 QUEUED = FineTuneStatus.queued.value
@@ -70,7 +71,7 @@ def claim_fine_tuning_job(session: Session, *, queue: str, worker_id: str,
     """Leases the oldest queued job of `queue` to the worker (FOR UPDATE SKIP LOCKED), or None if none waits."""
     stmt = (select(FineTuningJob.id).where(FineTuningJob.queue == queue, FineTuningJob.status == QUEUED)
             .order_by(FineTuningJob.created_at, FineTuningJob.id).limit(1))
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)  # concurrent workers take different jobs
     job_id = session.scalar(stmt)
     if job_id is None:
@@ -249,7 +250,7 @@ def requeue_expired_fine_tuning(session: Session, *, now: datetime | None = None
     max_attempts, or end cancelled if the tenant asked; returns the re-queued per queue and how many failed."""
     now = now or utcnow()
     stmt = select(FineTuningJob).where(FineTuningJob.status == RUNNING, FineTuningJob.lease_expires_at < now)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
     requeued: Counter[str] = Counter()
     failed = 0

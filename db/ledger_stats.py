@@ -8,6 +8,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Job, JobStatus, utcnow
+from db.session import is_postgres
 
 WRITTEN_STATUSES = (JobStatus.succeeded.value, JobStatus.failed.value)
 
@@ -33,7 +34,7 @@ class LedgerTotals:
 
 def limit_statement_time(session: Session, seconds: float) -> None:
     """Postgres cancels this transaction's statements after `seconds` (a scrape must not pile up on a big ledger)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         session.execute(text(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}"))
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, ModelVersion, Tenant, TenantDefaultModel, utcnow
+from db.session import is_postgres
 
 PROMOTE_KIND = "model.promote"
 FORCED_PROMOTE_KIND = "model.promote.forced"
@@ -116,7 +117,7 @@ class GateRefused(Exception):
 def _lock_tenant(session: Session, tenant_id: uuid.UUID) -> None:
     # Promotions of one tenant run one at a time, so each compares against the default it replaces.
     stmt = select(Tenant.id).where(Tenant.id == tenant_id)
-    session.execute(stmt.with_for_update() if session.get_bind().dialect.name == "postgresql" else stmt)
+    session.execute(stmt.with_for_update() if is_postgres(session) else stmt)
 
 
 def promote_version(session: Session, *, tenant_id: uuid.UUID, version: ModelVersion, force: bool, actor: str,

@@ -9,6 +9,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from db.models import OpenAIBatch, utcnow
+from db.session import is_postgres
 
 
 def insert_openai_batch(
@@ -28,7 +29,7 @@ def get_openai_batch(session: Session, *, tenant_id: uuid.UUID, openai_batch_id:
                      for_update: bool = False) -> OpenAIBatch | None:
     """The tenant's OpenAI batch, or None; `for_update` locks its row until the transaction ends (Postgres)."""
     stmt = select(OpenAIBatch).where(OpenAIBatch.id == openai_batch_id, OpenAIBatch.tenant_id == tenant_id)
-    if for_update and session.get_bind().dialect.name == "postgresql":
+    if for_update and is_postgres(session):
         stmt = stmt.with_for_update()
     return session.scalar(stmt)
 

@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import JSON, Table, bindparam, case, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy import JSON, Table, insert, text
-from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
 from db.fine_tuning_runs import requeue_expired_fine_tuning
 from db.webhooks import record_final_events
+from db.session import is_postgres
 
 API_KEY_PREFIX = "lq_"
 DEFAULT_KEY_SCOPES = ("submit", "read")
@@ -132,7 +131,7 @@ def get_tenant(session: Session, *, tenant_id: uuid.UUID) -> Tenant | None:
 
 def lock_tenant_jobs(session: Session, *, tenant_id: uuid.UUID) -> None:
     """Serializes job quota checks of one tenant until this transaction ends (SQLite: BEGIN IMMEDIATE does it)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         # The lock's key is a bigint: the id's top 63 bits keep it positive and distinct per tenant.
         session.execute(select(func.pg_advisory_xact_lock(tenant_id.int >> 65)))
 
@@ -158,8 +157,8 @@ class ImageFacts:
 
 def store_image(session: Session, *, tenant_id: uuid.UUID, image: ImageFacts) -> None:
     """Stores the image unless the tenant already has these bytes (content-addressed)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(Image).values(
+    upsert = postgresql.insert if is_postgres(session) else sqlite.insert  # both have ON CONFLICT DO NOTHING
+    stmt = upsert(Image).values(
         tenant_id=tenant_id, sha256=image.sha256, data=image.data, format=image.format,
         width=image.width, height=image.height, size_bytes=len(image.data), created_at=utcnow(),
     )
@@ -189,16 +188,12 @@ def _insert_by_unnest(session: Session, table: Table, *, shared: dict[str, Any],
                                 **{f"rows_{name}": as_sent(name, values) for name, values in per_row.items()}})
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def store_images(session: Session, *, tenant_id: uuid.UUID, images: list[ImageFacts]) -> None:
     """Stores many images in one statement, skipping those the tenant already has (content-addressed)."""
     if not images:
         return
     shared = {"tenant_id": tenant_id, "created_at": utcnow()}
-    if _is_postgres(session):
+    if is_postgres(session):
         per_row = {"sha256": [i.sha256 for i in images], "data": [i.data for i in images],
                    "format": [i.format for i in images], "width": [i.width for i in images],
                    "height": [i.height for i in images], "size_bytes": [len(i.data) for i in images]}
@@ -256,7 +251,7 @@ def insert_queued_jobs(
     rows = [{**shared, **dict(zip(per_row, values))} for values in zip(*per_row.values())]
     if not rows:
         return rows
-    if _is_postgres(session):
+    if is_postgres(session):
         # Columns that are NULL in every new job are left to the table's default (NULL) rather than sent.
         sent = {name: value for name, value in shared.items() if value is not None}
         _insert_by_unnest(session, Job.__table__, shared=sent, per_row=per_row)
@@ -401,7 +396,7 @@ def _queued_ids_to_claim(session: Session, *, queue: str, limit: int) -> list[uu
         .order_by(*CLAIM_ORDER)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)  # concurrent workers take disjoint rows
     # SQLite: the transaction began with BEGIN IMMEDIATE (db.session), so this worker is the only writer.
     return list(session.scalars(stmt))
@@ -511,15 +506,15 @@ def _write_locked(session: Session, *, lease_token: str, outcomes: list[JobOutco
         select(Job.id).where(Job.id.in_([o.job_id for o in outcomes]), Job.lease_token == lease_token,
                              Job.status == JobStatus.running.value).with_for_update()
     ))
-    # Parameter names differ from the column names, which SQLAlchemy reserves for the SET clause.
-    rows = [{"b_id": o.job_id, **{f"b_{k}": v for k, v in _final_values(o, now).items()}}
-            for o in outcomes if o.job_id in held]
-    if rows:
+    written = [o for o in outcomes if o.job_id in held]
+    if written:
         table = Job.__table__
-        columns = _final_values(outcomes[0], now)
-        values = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in columns}
+        finals = [_final_values(o, now) for o in written]
+        # Parameter names differ from the column names, which SQLAlchemy reserves for the SET clause.
+        values = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in finals[0]}
+        rows = [{"b_id": o.job_id, **{f"b_{k}": v for k, v in final.items()}} for o, final in zip(written, finals)]
         session.execute(update(table).where(table.c.id == bindparam("b_id")).values(values), rows)
-    return [o.job_id for o in outcomes if o.job_id in held]
+    return [o.job_id for o in written]
 
 
 def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutcome]) -> int:
@@ -527,7 +522,7 @@ def write_results(session: Session, *, lease_token: str, outcomes: list[JobOutco
     were written."""
     now = utcnow()
     # SQLite has no row locks (FOR UPDATE is ignored), so there each write is guarded by its own WHERE.
-    write = _write_locked if session.get_bind().dialect.name == "postgresql" else _write_one_by_one
+    write = _write_locked if is_postgres(session) else _write_one_by_one
     written = write(session, lease_token=lease_token, outcomes=outcomes, now=now)
     # In this transaction: an event is sent only for a committed result, and every committed result has its event.
     record_final_events(session, job_ids=written, now=now)
@@ -548,7 +543,7 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> SweepRe
     """Jobs whose lease expired (their worker died) go back to queued, or fail after max_attempts."""
     now = now or utcnow()
     stmt = select(Job).where(Job.status == JobStatus.running.value, Job.lease_expires_at < now)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
     requeued: Counter[str] = Counter()
     failed: list[uuid.UUID] = []

@@ -39,6 +39,11 @@ def make_engine(url: str | None = None) -> Engine:
     return create_engine(url, echo=settings.echo_sql, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+def is_postgres(session: Session) -> bool:
+    """Whether the session talks to Postgres (row locks, advisory locks) rather than SQLite."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 @functools.cache
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for `url` (default: LENSQ_DATABASE_URL)."""

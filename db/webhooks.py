@@ -12,6 +12,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Job, JobStatus, Tenant, WebhookDelivery, utcnow
+from db.session import is_postgres
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 DELIVERY_STATUSES = (PENDING, DELIVERED, FAILED)
@@ -153,7 +154,7 @@ def claim_due_deliveries(session: Session, *, limit: int, lease_seconds: float,
     stmt = (select(WebhookDelivery)
             .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now)
             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)  # concurrent deliverers take disjoint rows
     rows = list(session.scalars(stmt))
     secrets_by_tenant: dict[uuid.UUID, str] = {}
