@@ -5,10 +5,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, ModerationDecision, utcnow
+from db.pages import newest_first
 
 REVIEW_KIND = "moderation.review"
 # A reviewer's verdict and the review_status it leaves on the decision.
@@ -26,10 +27,7 @@ def list_moderation_decisions(
         stmt = stmt.where(ModerationDecision.flagged.is_(flagged))
     if review_status is not None:
         stmt = stmt.where(ModerationDecision.review_status == review_status)
-    if after is not None:
-        stmt = stmt.where(tuple_(ModerationDecision.created_at, ModerationDecision.id) < tuple_(*after))
-    order = (ModerationDecision.created_at.desc(), ModerationDecision.id.desc())
-    return list(session.scalars(stmt.order_by(*order).limit(limit)))
+    return list(session.scalars(newest_first(stmt, ModerationDecision, after).limit(limit)))
 
 
 def get_moderation_decision(session: Session, *, tenant_id: uuid.UUID, decision_id: uuid.UUID,
@@ -90,6 +88,4 @@ def list_audit_events(
         stmt = stmt.where(AuditEvent.kind == kind)
     if subject_id is not None:
         stmt = stmt.where(AuditEvent.subject_id == subject_id)
-    if after is not None:
-        stmt = stmt.where(tuple_(AuditEvent.created_at, AuditEvent.id) < tuple_(*after))
-    return list(session.scalars(stmt.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit)))
+    return list(session.scalars(newest_first(stmt, AuditEvent, after).limit(limit)))

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import FineTuneStatus, FineTuningEvent, FineTuningExample, FineTuningJob, Image, utcnow
+from db.pages import newest_first
 from db.queries import ImageFacts, store_image
 
 FINAL_FINE_TUNE_STATUSES = (FineTuneStatus.succeeded.value, FineTuneStatus.failed.value,
@@ -107,10 +108,7 @@ def list_fine_tuning_jobs(session: Session, *, tenant_id: uuid.UUID, limit: int,
                           metadata: dict[str, str] | None = None) -> list[FineTuningJob]:
     """The tenant's jobs, newest first, past the (created_at, id) cursor; only those tagged with `metadata`."""
     stmt = select(FineTuningJob).where(FineTuningJob.tenant_id == tenant_id)
-    key = tuple_(FineTuningJob.created_at, FineTuningJob.id)
-    if after is not None:
-        stmt = stmt.where(key < tuple_(*after))
-    rows = session.scalars(stmt.order_by(FineTuningJob.created_at.desc(), FineTuningJob.id.desc()))
+    rows = session.scalars(newest_first(stmt, FineTuningJob, after))
     if not metadata:
         return list(rows.fetchmany(limit))
     # JSON columns compare differently per dialect: tags are matched here (a tenant's jobs are few).

@@ -5,10 +5,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import OpenAIBatch, utcnow
+from db.pages import newest_first
 from db.session import is_postgres
 
 
@@ -38,9 +39,7 @@ def list_openai_batches(session: Session, *, tenant_id: uuid.UUID, limit: int,
                         after: tuple[datetime, uuid.UUID] | None = None) -> list[OpenAIBatch]:
     """The tenant's OpenAI batches, newest first, after the (created_at, id) cursor."""
     stmt = select(OpenAIBatch).where(OpenAIBatch.tenant_id == tenant_id)
-    if after is not None:
-        stmt = stmt.where(tuple_(OpenAIBatch.created_at, OpenAIBatch.id) < tuple_(*after))
-    return list(session.scalars(stmt.order_by(OpenAIBatch.created_at.desc(), OpenAIBatch.id.desc()).limit(limit)))
+    return list(session.scalars(newest_first(stmt, OpenAIBatch, after).limit(limit)))
 
 
 def mark_cancelling(session: Session, *, row: OpenAIBatch) -> None:

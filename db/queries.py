@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Table, bindparam, case, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import JSON, Table, bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
-from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
 from db.fine_tuning_runs import requeue_expired_fine_tuning
-from db.webhooks import record_final_events
+from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
+from db.pages import newest_first
 from db.session import is_postgres
+from db.webhooks import record_final_events
 
 API_KEY_PREFIX = "lq_"
 DEFAULT_KEY_SCOPES = ("submit", "read")
@@ -306,9 +307,7 @@ def list_jobs(
         stmt = stmt.where(Job.task == task)
     if batch_id is not None:
         stmt = stmt.where(Job.batch_id == batch_id)
-    if after is not None:
-        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(*after))
-    return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+    return list(session.scalars(newest_first(stmt, Job, after).limit(limit)))
 
 
 def cancel_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Job, JobStatus, Tenant, WebhookDelivery, utcnow
+from db.pages import newest_first
 from db.session import is_postgres
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -207,7 +208,4 @@ def list_deliveries(
         stmt = stmt.where(WebhookDelivery.subject_id == subject_id)
     if event is not None:
         stmt = stmt.where(WebhookDelivery.event == event)
-    if after is not None:
-        stmt = stmt.where(tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < tuple_(*after))
-    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-    return list(session.scalars(stmt.order_by(*order).limit(limit)))
+    return list(session.scalars(newest_first(stmt, WebhookDelivery, after).limit(limit)))
