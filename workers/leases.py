@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from db.queries import extend_leases
 from db.session import session_scope
@@ -36,13 +34,3 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-
-
-@contextmanager
-def keep_leases_alive(*, lease_token: str, lease_seconds: float) -> Iterator[None]:
-    """Extends the lease every third of its length until the block ends."""
-    keeper = LeaseKeeper(lease_token=lease_token, lease_seconds=lease_seconds).start()
-    try:
-        yield
-    finally:
-        keeper.stop()
