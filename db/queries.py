@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
 from collections import Counter
@@ -12,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Table, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
+from db.bulk import COPY_MIN_ROWS, copy_rows, copy_rows_skipping_conflicts, insert_by_unnest
 from db.fine_tuning_runs import requeue_expired_fine_tuning
 from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
 from db.pages import newest_first
@@ -166,45 +166,24 @@ def store_image(session: Session, *, tenant_id: uuid.UUID, image: ImageFacts) ->
     session.execute(stmt.on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]))
 
 
-def _insert_by_unnest(session: Session, table: Table, *, shared: dict[str, Any], per_row: dict[str, list],
-                      suffix: str = "") -> None:
-    """Postgres: many rows as one INSERT ... SELECT FROM unnest(one array per column): a short statement whose
-    columns arrive as a few array parameters, instead of a VALUES list with a parameter per cell (18,000 for 1,000
-    jobs), which psycopg spends longer parsing than Postgres spends inserting. `shared` values fill every row."""
-    dialect = postgresql.dialect()
-
-    def sql_type(name: str) -> str:
-        return table.c[name].type.compile(dialect=dialect)
-
-    def as_sent(name: str, values: list) -> list:  # JSON columns take text; the driver sends the rest as they are
-        return [json.dumps(v) for v in values] if isinstance(table.c[name].type, JSON) else values
-
-    columns = ", ".join([*shared, *per_row])
-    constants = ", ".join(f"CAST(:shared_{name} AS {sql_type(name)})" for name in shared)
-    arrays = ", ".join(f"CAST(:rows_{name} AS {sql_type(name)}[])" for name in per_row)
-    statement = text(f"INSERT INTO {table.name} ({columns}) SELECT {constants}{', ' if shared else ''}u.* "
-                     f"FROM unnest({arrays}) AS u {suffix}")
-    statement = statement.bindparams(*(bindparam(f"shared_{name}", type_=table.c[name].type) for name in shared))
-    session.execute(statement, {**{f"shared_{name}": value for name, value in shared.items()},
-                                **{f"rows_{name}": as_sent(name, values) for name, values in per_row.items()}})
-
-
 def store_images(session: Session, *, tenant_id: uuid.UUID, images: list[ImageFacts]) -> None:
-    """Stores many images in one statement, skipping those the tenant already has (content-addressed)."""
+    """Stores many images at once, skipping those the tenant already has (content-addressed)."""
     if not images:
         return
-    shared = {"tenant_id": tenant_id, "created_at": utcnow()}
-    if is_postgres(session):
-        per_row = {"sha256": [i.sha256 for i in images], "data": [i.data for i in images],
-                   "format": [i.format for i in images], "width": [i.width for i in images],
-                   "height": [i.height for i in images], "size_bytes": [len(i.data) for i in images]}
-        _insert_by_unnest(session, Image.__table__, shared=shared, per_row=per_row,
-                          suffix="ON CONFLICT (tenant_id, sha256) DO NOTHING")
-        return
-    rows = [{**shared, "sha256": i.sha256, "data": i.data, "format": i.format, "width": i.width, "height": i.height,
-             "size_bytes": len(i.data)} for i in images]
-    session.execute(sqlite.insert(Image.__table__).on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]),
-                    rows)
+    now = utcnow()
+    rows = [{"tenant_id": tenant_id, "sha256": i.sha256, "data": i.data, "format": i.format, "width": i.width,
+             "height": i.height, "size_bytes": len(i.data), "created_at": now} for i in images]
+    if is_postgres(session) and len(rows) >= COPY_MIN_ROWS:
+        columns = list(rows[0])
+        copy_rows_skipping_conflicts(session, Image.__table__, columns, [list(row.values()) for row in rows],
+                                     conflict="(tenant_id, sha256)")
+    elif is_postgres(session):
+        per_row = {name: [row[name] for row in rows] for name in rows[0] if name not in ("tenant_id", "created_at")}
+        insert_by_unnest(session, Image.__table__, shared={"tenant_id": tenant_id, "created_at": now},
+                         per_row=per_row, suffix="ON CONFLICT (tenant_id, sha256) DO NOTHING")
+    else:
+        session.execute(sqlite.insert(Image.__table__).on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]),
+                        rows)
 
 
 # --- submitting and reading jobs ----------------------------------------------------------------
@@ -254,8 +233,8 @@ def insert_queued_jobs(
         return rows
     if is_postgres(session):
         # Columns that are NULL in every new job are left to the table's default (NULL) rather than sent.
-        sent = {name: value for name, value in shared.items() if value is not None}
-        _insert_by_unnest(session, Job.__table__, shared=sent, per_row=per_row)
+        columns = [name for name in rows[0] if name in per_row or shared[name] is not None]
+        copy_rows(session, Job.__table__, columns, [[row[name] for name in columns] for row in rows])
     else:
         session.execute(insert(Job.__table__), rows)
     return rows

@@ -7,7 +7,9 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+
+from db.bulk import COPY_MIN_ROWS
 
 from db.models import Image, Job, utcnow
 from db.queries import (
@@ -23,6 +25,7 @@ from db.queries import (
     queues_to_rering,
     requeue_expired,
     store_image,
+    store_images,
     write_results,
 )
 
@@ -220,3 +223,46 @@ def test_idempotency_key_is_unique_per_tenant(session_factory, make_tenant):
                     jobs=[NewJob(task="caption", queue=queue, params={}, image_sha256=_image(queue).sha256)])
     with session_factory() as session:
         assert session.scalar(select(func.count()).where(Job.idempotency_key == "k", Job.queue == queue)) == 2
+
+
+def test_many_images_are_stored_once_each_however_often_sent(session_factory, tenant):
+    """store_images past COPY_MIN_ROWS (binary COPY through a staging table): a tenant's images already stored are
+    skipped, new ones stored with their bytes, and a transaction may store many twice."""
+    prefix = uuid.uuid4().hex
+    images = [_image(f"{prefix}-{k}") for k in range(2 * COPY_MIN_ROWS)]
+    with session_factory.begin() as session:
+        for image in images[:10]:
+            store_image(session, tenant_id=tenant.id, image=image)
+    with session_factory.begin() as session:
+        store_images(session, tenant_id=tenant.id, images=images[: COPY_MIN_ROWS + 5])
+        store_images(session, tenant_id=tenant.id, images=images[5:])
+    with session_factory() as session:
+        stored = session.execute(select(Image.sha256, Image.data, Image.size_bytes, Image.created_at)
+                                 .where(Image.tenant_id == tenant.id, Image.sha256.in_([i.sha256 for i in images])))
+        by_sha = {row.sha256: row for row in stored}
+    assert set(by_sha) == {i.sha256 for i in images}
+    assert all(by_sha[i.sha256].data == i.data and by_sha[i.sha256].size_bytes == len(i.data) for i in images)
+    assert all(row.created_at.tzinfo is not None for row in by_sha.values())
+
+
+def test_jobs_inserted_in_bulk_read_back_as_given(session_factory, tenant):
+    """insert_jobs by binary COPY: each column as given (JSON params, NULLs, timestamps), as an INSERT would."""
+    queue, image = _queue(), _image(uuid.uuid4().hex)
+    params = [{"question": f"what colour is shape {k}? «ü»", "labels": ["a", "b"], "max_new_tokens": k}
+              for k in range(100)]
+    with session_factory.begin() as session:
+        store_image(session, tenant_id=tenant.id, image=image)
+        inserted = insert_jobs(session, tenant_id=tenant.id, max_attempts=4, request_hash="h", jobs=[
+            NewJob(task="vqa", queue=queue, params=p, image_sha256=image.sha256, priority=k % 3,
+                   ref=None if k % 2 else f"ref-{k}", batch_index=k) for k, p in enumerate(params)])
+    with session_factory() as session:
+        jobs = {job.id: job for job in session.scalars(select(Job).where(Job.queue == queue))}
+        null_results = session.scalar(text("SELECT count(*) FROM jobs WHERE queue = :q AND result IS NULL"),
+                                      {"q": queue})
+    assert set(jobs) == {job.id for job in inserted} and null_results == 100
+    for job in inserted:
+        stored = jobs[job.id]
+        assert (stored.params, stored.ref, stored.priority, stored.batch_index) == (job.params, job.ref, job.priority,
+                                                                                      job.batch_index)
+        assert (stored.status, stored.attempts, stored.max_attempts, stored.request_hash) == ("queued", 0, 4, "h")
+        assert stored.created_at == job.created_at and stored.lease_expires_at is None and stored.error is None
