@@ -3,7 +3,9 @@ JPEG); a bomb is a local error."""
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -84,3 +86,112 @@ def test_a_large_photo_is_stored_bounded_with_its_aspect_kept():
     assert (facts.width, facts.height) == stored.size == (512, 341)
     small = check_image(shape_png(4), settings)  # within the bound: stored at its own size
     assert Image.open(io.BytesIO(small.data)).size == Image.open(io.BytesIO(shape_png(4))).size
+
+
+# --- a plain PNG is stored as sent ------------------------------------------------------------------
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png(width: int, height: int, colour: int, rows: bytes, extra_chunks: bytes = b"", after: bytes = b"",
+         depth: int = 8, interlace: int = 0) -> bytes:
+    """A PNG written chunk by chunk, so that each test can break exactly one rule."""
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra_chunks + _chunk(b"IDAT", rows)
+            + _chunk(b"IEND", b"") + after)
+
+
+def _rows(width: int, height: int, channels: int, filter_type: int = 0) -> bytes:
+    rng = np.random.default_rng(width * height)
+    pixels = rng.integers(0, 256, (height, width * channels), dtype=np.uint8)
+    return b"".join(bytes([filter_type]) + row.tobytes() for row in pixels)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_a_plain_png_is_stored_byte_for_byte_and_reads_as_sent(mode):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 40, len(mode)), dtype=np.uint8).squeeze(),
+                            mode)
+    upload = encode(image, "PNG")
+    stored = check_image(upload, ServiceSettings())
+    assert stored.data == upload and (stored.format, stored.width, stored.height) == ("PNG", 40, 24)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored.data))), np.asarray(image))
+
+
+def test_a_hand_written_plain_png_with_every_filter_type_decodes():
+    # Filter types 1-4 on random bytes: valid PNG whatever the bytes, so Pillow must read it as LensQ stored it.
+    rows = b"".join(_rows(16, 1, 3, filter_type=k % 5) for k in range(10))
+    upload = _png(16, 10, 2, zlib.compress(rows))
+    assert check_image(upload, ServiceSettings()).data == upload
+    assert Image.open(io.BytesIO(upload)).convert("RGB").size == (16, 10)
+
+
+def _adam7_rows(width: int, height: int) -> bytes:
+    """An RGB image's rows as Adam7 interlacing stores them: seven passes, each a sub-image with filter type 0."""
+    pixels = np.random.default_rng(7).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    sub_images = [pixels[y0::dy, x0::dx] for x0, y0, dx, dy in passes]
+    return b"".join(b"\x00" + row.tobytes() for sub in sub_images if sub.size for row in sub)
+
+
+PIXELS_RGB = zlib.compress(_rows(8, 4, 3))
+
+
+@pytest.mark.parametrize("extra", [
+    {"extra_chunks": _chunk(b"tEXt", b"Comment\x00hi") + _chunk(b"gAMA", struct.pack(">I", 45455))},
+    {"after": b"PK\x03\x04 an archive"},
+])
+def test_a_png_keeps_its_pixel_chunks_alone_as_sent(extra):
+    plain = _png(8, 4, 2, PIXELS_RGB)
+    stored = check_image(_png(8, 4, 2, PIXELS_RGB, **extra), ServiceSettings())
+    assert stored.data == plain and stored.sha256 == check_image(plain, ServiceSettings()).sha256
+
+
+REENCODED = {
+    "bytes after the zlib stream": _png(8, 4, 2, PIXELS_RGB + b"hidden"),
+    "interlaced": _png(8, 4, 2, zlib.compress(_adam7_rows(8, 4)), interlace=1),
+    "16-bit gray": (CORPUS / "gray16.png").read_bytes(),
+    "a palette": encode(Image.new("P", (8, 4)), "PNG"),
+    "a transparent colour": _png(8, 4, 2, PIXELS_RGB, extra_chunks=_chunk(b"tRNS", b"\x00\x01\x00\x02\x00\x03")),
+    "an unknown chunk": _png(8, 4, 2, PIXELS_RGB, extra_chunks=_chunk(b"prIv", b"data")),
+    "over the side bound": _png(80, 2, 0, zlib.compress(_rows(80, 2, 1))),
+}
+
+
+@pytest.mark.parametrize("name", REENCODED)
+def test_a_png_that_is_not_plain_pixels_is_re_encoded(name):
+    from multimodal import decode_image
+
+    from services.canonical_image import plain_png_copy
+
+    upload = REENCODED[name]
+    stored = check_image(upload, ServiceSettings(stored_image_max_side=64))
+    assert plain_png_copy(upload, 64) is None
+    chunks = [stored.data[at + 4:at + 8] for at in _chunk_offsets(stored.data)]
+    assert set(chunks) == {b"IHDR", b"IDAT", b"IEND"} and stored.data.endswith(_chunk(b"IEND", b""))
+    if name != "over the side bound":
+        assert np.array_equal(np.asarray(decode_image(upload)), np.asarray(decode_image(stored.data)))
+
+
+def _chunk_offsets(data: bytes) -> list[int]:
+    offsets, at = [], 8
+    while at < len(data):
+        offsets.append(at)
+        at += 12 + struct.unpack(">I", data[at:at + 4])[0]
+    return offsets
+
+
+def test_a_png_that_only_looks_plain_is_left_to_the_decoder():
+    from services.canonical_image import plain_png_copy
+
+    bad_filter = _png(8, 4, 2, zlib.compress(_rows(8, 4, 3, filter_type=5)))  # no such filter type
+    short = _png(8, 4, 2, zlib.compress(_rows(8, 3, 3)))  # a row short
+    assert plain_png_copy(bad_filter, 64) is None and plain_png_copy(short, 64) is None
+    with pytest.raises(InputError, match="could not be decoded"):
+        check_image(bad_filter, ServiceSettings())
+
+
+def test_a_plain_png_over_the_pixel_cap_is_refused():
+    upload = _png(64, 64, 0, zlib.compress(_rows(64, 64, 1)))
+    with pytest.raises(InputError, match="over the cap"):
+        check_image(upload, ServiceSettings(max_image_pixels=1000))
