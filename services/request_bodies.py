@@ -43,11 +43,19 @@ def _parse_json(text: str | bytes, field: str, what: str) -> Any:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    # The body's size was capped by BodyLimitMiddleware before this reads it.
-    value = _parse_json(await request.body(), "body", "body")
+    # The body's size was capped by BodyLimitMiddleware before this reads it. A route that serves two shapes of
+    # body may have parsed it already (remember_json_body): a 1,000-image batch is not parsed twice.
+    value = getattr(request.state, "json_body", None)
+    if value is None:
+        value = _parse_json(await request.body(), "body", "body")
     if not isinstance(value, dict):
         raise InputError("body", "body must be a JSON object")
     return value
+
+
+def remember_json_body(request: Request, value: Any) -> None:
+    """Keeps a body already parsed for the route that reads it next (_json_object)."""
+    request.state.json_body = value
 
 
 def _is_form_limit(detail: str) -> bool:

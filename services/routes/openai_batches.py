@@ -20,6 +20,7 @@ from services.openai_batch_intake import CHAT_URL, BatchIntake, read_batch_input
 from services.openai_batch_results import describe_batch, finalize_if_done
 from services.openai_shapes import BATCH_PREFIX, FILE_PREFIX, list_object, parse_public_id
 from services.rate_limits import check_job_quota
+from services.request_bodies import remember_json_body
 from services.routes import batches as lensq_batches
 from services.routes.jobs import IdempotencyKey
 from services.schemas import error_response, example_response
@@ -105,9 +106,10 @@ async def _openai_body(request: Request) -> dict[str, Any] | None:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         return None
     try:
-        body = json.loads(await request.body())  # Starlette keeps the body, so LensQ's own route can read it again
+        body = json.loads(await request.body())
     except (ValueError, RecursionError):
-        return None
+        return None  # LensQ's own route parses it again and says what is wrong
+    remember_json_body(request, body)
     return body if isinstance(body, dict) and "input_file_id" in body else None
 
 
