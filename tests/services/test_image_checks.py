@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from bad_corpus import CORPUS
 from image_factory import encode, photo_jpeg, shape_png
@@ -195,3 +195,53 @@ def test_a_plain_png_over_the_pixel_cap_is_refused():
     upload = _png(64, 64, 0, zlib.compress(_rows(64, 64, 1)))
     with pytest.raises(InputError, match="over the cap"):
         check_image(upload, ServiceSettings(max_image_pixels=1000))
+
+
+# --- a JPEG keeps its own pixel segments ------------------------------------------------------------
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _with_metadata(jpeg: bytes) -> bytes:
+    """The JPEG with a comment, an ICC segment and EXIF (orientation 1) after SOI, and a ZIP after EOI."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    metadata = (_segment(0xFE, b"a comment") + _segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + b"\x00" * 64)
+                + _segment(0xE1, b"Exif\x00\x00" + exif.tobytes()[6:]))
+    return jpeg[:2] + metadata + jpeg[2:] + b"PK\x03\x04 an archive"
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"subsampling": 2, "quality": 70}],
+                         ids=["baseline", "progressive", "4:2:0"])
+def test_a_jpeg_is_stored_as_its_own_pixel_segments_with_exact_pixels(options):
+    from multimodal import decode_image
+    from services.canonical_image import plain_jpeg_bytes
+
+    photo = Image.open(io.BytesIO(photo_jpeg("chelsea"))).convert("RGB")
+    plain = encode(photo, "JPEG", **options)
+    upload = _with_metadata(plain)
+    stored = check_image(upload, ServiceSettings())
+    assert stored.format == "JPEG" and stored.data == plain_jpeg_bytes(plain, Image.open(io.BytesIO(plain)), 1536)
+    assert stored.sha256 == check_image(plain, ServiceSettings()).sha256  # the metadata changes nothing stored
+    assert b"a comment" not in stored.data and b"ICC_PROFILE" not in stored.data and b"Exif" not in stored.data
+    assert not stored.data[stored.data.rindex(b"\xff\xd9") + 2:]
+    assert np.array_equal(np.asarray(decode_image(upload)), np.asarray(decode_image(stored.data)))
+
+
+def test_a_rotated_or_adobe_jpeg_is_re_encoded_upright():
+    from services.canonical_image import plain_jpeg_bytes
+
+    rotated = (CORPUS / "exif-rotated.jpg").read_bytes()
+    cmyk = (CORPUS / "cmyk.jpg").read_bytes()
+    for upload in (rotated, cmyk):
+        assert plain_jpeg_bytes(upload, Image.open(io.BytesIO(upload)), 1536) is None
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(rotated)))
+    assert Image.open(io.BytesIO(check_image(rotated, ServiceSettings()).data)).size == upright.size
+
+
+def test_a_jpeg_cut_short_is_refused():
+    photo = encode(Image.open(io.BytesIO(photo_jpeg("chelsea"))).convert("RGB"), "JPEG")
+    cut = photo[: len(photo) * 2 // 3]  # no EOI: not plain, and the decoder refuses it
+    with pytest.raises(InputError, match="could not be decoded|truncated"):
+        check_image(cut, ServiceSettings())
