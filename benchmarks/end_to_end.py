@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from sqlalchemy import create_engine, text
 
 from benchmarks.figures import median, percentile, table, timed, write_section
 from benchmarks.images import QUESTIONS, easy_vqa_items, job_photos, png_bytes
+from benchmarks.light_client import post_all
 from benchmarks.stack import Stack, api_client, new_tenant_token
 
 CLIENT_CONCURRENCY = 8
@@ -25,13 +27,20 @@ def job_body(task: str, image: bytes, index: int) -> dict:
     return body | ({"question": QUESTIONS[index % len(QUESTIONS)]} if task == "vqa" else {})
 
 
-def submit_all(post, images: list[bytes], task: str) -> float:
-    """Posts one job per image from CLIENT_CONCURRENCY threads; returns the wall-clock start (time.time())."""
-    started = time.time()
-    with ThreadPoolExecutor(CLIENT_CONCURRENCY) as pool:
-        for response in pool.map(lambda pair: post(job_body(task, pair[1], pair[0])), enumerate(images)):
-            response.raise_for_status()
-    return started
+def encoded_bodies(task: str, images: list[bytes], shape=lambda body: body) -> list[bytes]:
+    """Each job's request body as JSON bytes (`shape`: the service's own form of a job body), made before timing."""
+    return [json.dumps(shape(job_body(task, image, index))).encode() for index, image in enumerate(images)]
+
+
+def submitter(url: str, path: str, token: str):
+    """A function that POSTs pre-encoded bodies to `path` from CLIENT_CONCURRENCY keep-alive connections
+    (benchmarks.light_client, for both services) and returns the wall-clock start (time.time())."""
+    def submit(bodies: list[bytes]) -> float:
+        started = time.time()
+        asyncio.run(post_all(url, path, token, bodies, CLIENT_CONCURRENCY))
+        return started
+
+    return submit
 
 
 def wait_done(engine, sql: str, params: dict, want: int, timeout: float = 3600) -> float:
@@ -54,21 +63,20 @@ NAIVE_DONE = ("SELECT count(*), max(finished_at) FROM naive_jobs WHERE task = :t
 WARM_UP_JOBS = 4
 
 
-def timed_rate(engine, post, images: list[bytes], task: str, done_sql: str, warm_up: int) -> float:
-    """Jobs/s of `images` as `task` jobs, after `warm_up` jobs (first calls allocate and fill caches)."""
+def timed_rate(engine, submit, bodies: list[bytes], task: str, done_sql: str, warm_up: int) -> float:
+    """Jobs/s of the `task` jobs in `bodies`, after `warm_up` jobs (first calls allocate and fill caches)."""
     if warm_up:
         warm_up_started = datetime.now(timezone.utc)
-        submit_all(post, images[:warm_up], task)
-        wait_done(engine, done_sql, {"task": task, "since": warm_up_started}, min(warm_up, len(images)))
-    started = submit_all(post, images, task)
+        submit(bodies[:warm_up])
+        wait_done(engine, done_sql, {"task": task, "since": warm_up_started}, min(warm_up, len(bodies)))
+    started = submit(bodies)
     since = datetime.fromtimestamp(started, timezone.utc)
-    return len(images) / (wait_done(engine, done_sql, {"task": task, "since": since}, len(images)) - started)
+    return len(bodies) / (wait_done(engine, done_sql, {"task": task, "since": since}, len(bodies)) - started)
 
 
 def lensq_rate(stack: Stack, token: str, images: list[bytes], task: str, warm_up: int) -> float:
-    with api_client(stack.api_url, token) as client:
-        return timed_rate(create_engine(stack.database_url), lambda body: client.post("/v1/jobs", json=body),
-                          images, task, LENSQ_DONE, warm_up)
+    return timed_rate(create_engine(stack.database_url), submitter(stack.api_url, "/v1/jobs", token),
+                      encoded_bodies(task, images), task, LENSQ_DONE, warm_up)
 
 
 def lensq_batch_rate(stack: Stack, token: str, images: list[bytes], task: str) -> float:
@@ -86,10 +94,9 @@ def lensq_batch_rate(stack: Stack, token: str, images: list[bytes], task: str) -
 
 
 def naive_rate(stack: Stack, images: list[bytes], task: str, warm_up: int) -> float:
-    with api_client(stack.api_url, "") as client:
-        return timed_rate(create_engine(stack.database_url),
-                          lambda body: client.post("/jobs", json=body | {"image": body["image"].split(",")[1]}),
-                          images, task, NAIVE_DONE, warm_up)
+    bodies = encoded_bodies(task, images, shape=lambda body: body | {"image": body["image"].split(",")[1]})
+    return timed_rate(create_engine(stack.database_url), submitter(stack.api_url, "/jobs", ""), bodies, task,
+                      NAIVE_DONE, warm_up)
 
 
 def start_naive(model: str) -> Stack:
@@ -262,8 +269,9 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
         f"model on one image at a time after open_clip's default preprocessing of the full-size image, its own "
         f"Postgres row). Same model ({args.model}), same {args.jobs} jobs per task (distinct {args.side}x"
         f"{args.side * 3 // 4} JPEG photos), one worker each (torch on 1 thread), each job submitted in its own "
-        f"request from {CLIENT_CONCURRENCY} client threads (and, for LensQ, once more through the batch endpoint, "
-        f"250 jobs per request), timed from the first request to the last result row in Postgres, after "
+        f"request over {CLIENT_CONCURRENCY} keep-alive connections by benchmarks/light_client.py, its body encoded "
+        f"before the clock starts (httpx costs as much CPU per request as an API, on the cores the services share), "
+        f"and, for LensQ, once more through the batch endpoint (httpx, 250 jobs per request), timed from the first request to the last result row in Postgres, after "
         f"{WARM_UP_JOBS} warm-up jobs. Both stacks stay up and take turns, {args.runs} runs: medians, and the ratio "
         f"is the median of each run's ratio. Target: LensQ ≥ 5x.\n\n"
         + table(["task", "naive jobs/s", "LensQ jobs/s", "LensQ / naive", "LensQ via /v1/batches, jobs/s",
