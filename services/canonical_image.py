@@ -74,6 +74,11 @@ def encode(image: Image.Image, fmt: str, jpeg_quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def stored_facts(data: bytes, fmt: str, width: int, height: int) -> ImageFacts:
+    """The stored copy's bytes and what they are, named by their sha256 (the content address)."""
+    return ImageFacts(data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt, width=width, height=height)
+
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLAIN_PNG_CHANNELS = {0: 1, 2: 3, 6: 4}  # PNG colour type -> channels: gray (L), truecolour (RGB), with alpha (RGBA)
 # Ancillary chunks that say nothing about the pixels as Pillow (and so the model) reads them: text, time, physical
@@ -129,8 +134,7 @@ def plain_png_copy(data: bytes, max_side: int) -> ImageFacts | None:
         return None
     if not stream.eof or stream.unused_data or len(rows) != height * stride or max(rows[::stride]) > 4:
         return None
-    stored = PNG_SIGNATURE + b"".join(raw for _, _, raw in pixel_chunks)
-    return ImageFacts(data=stored, sha256=hashlib.sha256(stored).hexdigest(), format="PNG", width=width, height=height)
+    return stored_facts(PNG_SIGNATURE + b"".join(raw for _, _, raw in pixel_chunks), "PNG", width, height)
 
 
 JPEG_STANDALONE = {0xD8, 0xD9, *range(0xD0, 0xD8)}  # SOI, EOI, RST0-7: markers without a length field
@@ -199,6 +203,4 @@ def canonical_copy(image: Image.Image, max_side: int, jpeg_quality: int = 95) ->
     clean = bounded(canonical_mode(upright), max_side)
     clean.info = {}  # the encoders would otherwise copy an ICC profile, EXIF, text chunks or gamma from the upload
     fmt = stored_format(upload_format, clean.mode)
-    data = encode(clean, fmt, jpeg_quality)
-    width, height = clean.size
-    return ImageFacts(data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt, width=width, height=height)
+    return stored_facts(encode(clean, fmt, jpeg_quality), fmt, *clean.size)

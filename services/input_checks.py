@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import warnings
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from db.models import Task
 from db.queries import ImageFacts
-from services.canonical_image import canonical_copy, plain_jpeg_bytes, plain_png_copy
+from services.canonical_image import canonical_copy, plain_jpeg_bytes, plain_png_copy, stored_facts
 from services.config import ALLOWED_IMAGE_FORMATS, ServiceSettings
 from services.errors import InputError
 from services.model_names import check_model_name
@@ -107,14 +106,14 @@ def _decoded_plain_jpeg(plain: bytes, field: str) -> ImageFacts:
             image.load()
     except Exception as exc:  # as _decode_to_canonical: the input's fault, never a 5xx
         raise InputError(field, f"image could not be decoded (truncated or corrupt?): {exc}") from None
-    return ImageFacts(data=plain, sha256=hashlib.sha256(plain).hexdigest(), format="JPEG", width=width, height=height)
+    return stored_facts(plain, "JPEG", width, height)
 
 
 def check_image(data: bytes, settings: ServiceSettings, field: str = "image") -> ImageFacts:
     """The stored copy (canonical_copy) of an allowed, bounded, fully decodable raster image; else InputError."""
     _check_bytes(data, settings, field)
     if (plain := plain_png_copy(data, settings.stored_image_max_side)) is not None:
-        # Already the stored copy, and checked as fully decodable without a decoder: a third of the checks' cost.
+        # Already the stored copy, checked as fully decodable without a decoder: a sixth of a decode and re-encode.
         _check_pixels((plain.width, plain.height), settings, field)
         return plain
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels  # Pillow's own bomb check: a global, one value per process
