@@ -112,7 +112,8 @@ def plain_png_copy(data: bytes, max_side: int) -> ImageFacts | None:
     L, RGB or RGBA, not interlaced, within max_side, and its IDAT data one complete zlib stream of exactly its rows,
     each with a valid filter type: pixels alone, which any decoder reads. Else None, and canonical_copy re-encodes it.
 
-    This is what canonical_copy would store, but for the zlib compression, at a quarter of the cost for a 64x64 PNG."""
+    This is what canonical_copy would store, but for the zlib compression, at about a sixth of the cost for a 64x64
+    PNG."""
     chunks = _png_chunks(data)
     if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13 or chunks[-1][1]:
         return None
@@ -147,8 +148,8 @@ JFIF_APP0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01
 
 
 def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]] | None:
-    """(marker, the segment's bytes, a scan's with its entropy-coded data) from SOI to EOI, or None unless the bytes
-    are a well-formed sequence of segments up to EOI (what follows EOI is no part of the JPEG)."""
+    """(marker, the segment's bytes: a scan's with its entropy-coded data) of each segment between SOI and EOI, or
+    None unless the bytes are a well-formed sequence of segments up to EOI (what follows EOI is no part of the JPEG)."""
     if not data.startswith(b"\xff\xd8"):
         return None
     segments, at = [], 2
@@ -196,8 +197,9 @@ def plain_jpeg_bytes(data: bytes, image: Image.Image, max_side: int) -> bytes | 
 
 def canonical_copy(image: Image.Image, max_side: int, jpeg_quality: int = 95) -> ImageFacts:
     """The stored copy of a loaded image (its current, first frame): upright, bounded, re-encoded, no metadata."""
-    # No byte of the upload survives (but a PNG's pixel chunks: plain_png_copy), so trailing archives, polyglots and
-    # metadata end here; the sha256 is of the stored bytes, so a picture re-sent with other metadata is stored once.
+    # No byte of the upload survives (nor does any but the pixel data of a plain PNG or JPEG), so trailing archives,
+    # polyglots and metadata end here; the sha256 is of the stored bytes, so a picture re-sent with other metadata
+    # is stored once.
     upload_format = image.format  # exif_transpose returns a copy without it
     upright = ImageOps.exif_transpose(image)
     clean = bounded(canonical_mode(upright), max_side)
