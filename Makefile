@@ -39,7 +39,7 @@ test-multimodal: install
 chaos: install
 	$(PY) -m pytest -m chaos -s
 
-# The benchmarks (benchmarks/*.py, about 25 minutes on 2 cores): writes benchmarks/RESULTS.md. Each script starts
+# The benchmarks (benchmarks/*.py, 25 to 55 minutes on 2 cores, by the machine's speed that day): writes benchmarks/RESULTS.md. Each script starts
 # its own API and workers on a fresh database; Postgres and Redis are started here if they are not running.
 bench: install
 	@pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
