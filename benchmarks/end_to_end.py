@@ -235,13 +235,15 @@ def stage_costs(model: str, images: list[bytes]) -> dict:
     from PIL import Image
 
     from multimodal import load_pipeline
-    from services.canonical_image import canonical_copy
+    from services.config import ServiceSettings
+    from services.input_checks import check_image
 
     torch.set_num_threads(int(WORKER_THREADS["OMP_NUM_THREADS"]))
     pipeline = load_pipeline(model, device="cpu")
     vision = pipeline.model.cfg.vision
     transform = open_clip.image_transform(pipeline.image_size, is_train=False, mean=vision.mean, std=vision.std)
-    stored = [canonical_copy(Image.open(io.BytesIO(data)), 1536).data for data in images]
+    settings = ServiceSettings()
+    stored = [check_image(data, settings).data for data in images]
     prepared = [pipeline.prepare(data) for data in stored]
 
     def per_job(work, count: int = len(images)) -> float:
@@ -250,7 +252,7 @@ def stage_costs(model: str, images: list[bytes]) -> dict:
 
     one = prepared[:4]
     return {
-        "api_stored_copy": per_job(lambda: [canonical_copy(Image.open(io.BytesIO(d)), 1536) for d in images]),
+        "api_stored_copy": per_job(lambda: [check_image(d, settings) for d in images]),
         "lensq_worker_decode": per_job(lambda: [pipeline.prepare(d) for d in stored]),
         "naive_decode": per_job(lambda: [transform(Image.open(io.BytesIO(d)).convert("RGB")) for d in images]),
         "model_batch_1": per_job(lambda: [pipeline.caption([image]) for image in one], len(one)),
@@ -289,8 +291,9 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
     ]
     if costs:
         parts.append(
-            f"Where a job's CPU time goes (one thread, ms per job, median of 5, same photos): LensQ's API makes the "
-            f"stored copy (decode, check, re-encode: a JPEG, as these uploads are JPEGs) "
+            f"Where a job's CPU time goes (one thread, ms per job, median of 5, same photos): LensQ's API checks the "
+            f"upload and makes its stored copy (check_image: these plain JPEGs keep their own segments, decoded once "
+            f"at 1/8 scale) "
             f"**{costs['api_stored_copy']:.1f}**; its worker decodes that copy at a reduced DCT scale and fits it to "
             f"the model's input **{costs['lensq_worker_decode']:.1f}** (on the preprocessing threads, while the "
             f"model runs the previous batch); the naive worker's full decode + open_clip transform "
