@@ -1,13 +1,13 @@
-"""Many rows into one table at once, on Postgres: binary COPY, or one INSERT ... SELECT FROM unnest(arrays).
+"""Many rows into one table at once, on Postgres, by binary COPY.
 
 COPY is the fastest way into Postgres: rows travel in the binary wire format, with no statement to parse and no
-text escaping. For 1,000 jobs it costs the API about 11 ms against about 60 ms for the unnest statement, whose
-array parameters psycopg builds element by element in Python. COPY has no ON CONFLICT, so rows that may already
-exist (content-addressed images) go through a temporary table, which costs about 3 ms to create and drop: a few rows
-go by unnest instead. Both run on the session's own connection, inside the caller's transaction."""
+text escaping. For 1,000 jobs it costs the API about 11 ms against about 60 ms for one INSERT ... SELECT FROM
+unnest(arrays), whose array parameters psycopg builds element by element in Python. COPY has no ON CONFLICT, so rows
+that may already exist (content-addressed images) go through a temporary table, which costs about 3 ms to create and
+drop: a few such rows are better sent as an ordinary INSERT. COPY runs on the session's own connection, inside the
+caller's transaction."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,14 +25,13 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     Uuid,
-    bindparam,
     text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-# Below this many rows, a table whose rows may conflict is filled by unnest: the temporary table costs more.
+# Below this many rows, a table whose rows may conflict is better filled by an INSERT: the temporary table costs more.
 COPY_MIN_ROWS = 64
 
 
@@ -79,26 +78,3 @@ def copy_rows_skipping_conflicts(session: Session, table: Table, columns: Sequen
     session.execute(text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
                          f"ON CONFLICT {conflict} DO NOTHING"))
     session.execute(text(f"DROP TABLE {staging}"))  # now, so that the transaction may stage again
-
-
-def insert_by_unnest(session: Session, table: Table, *, shared: dict[str, Any], per_row: dict[str, list],
-                     suffix: str = "") -> None:
-    """Postgres: many rows as one INSERT ... SELECT FROM unnest(one array per column): a short statement whose
-    columns arrive as a few array parameters, instead of a VALUES list with a parameter per cell, which psycopg
-    spends longer parsing than Postgres spends inserting. `shared` values fill every row."""
-    dialect = postgresql.dialect()
-
-    def sql_type(name: str) -> str:
-        return table.c[name].type.compile(dialect=dialect)
-
-    def as_sent(name: str, values: list) -> list:  # JSON columns take text; the driver sends the rest as they are
-        return [json.dumps(v) for v in values] if isinstance(table.c[name].type, JSON) else values
-
-    columns = ", ".join([*shared, *per_row])
-    constants = ", ".join(f"CAST(:shared_{name} AS {sql_type(name)})" for name in shared)
-    arrays = ", ".join(f"CAST(:rows_{name} AS {sql_type(name)}[])" for name in per_row)
-    statement = text(f"INSERT INTO {table.name} ({columns}) SELECT {constants}{', ' if shared else ''}u.* "
-                     f"FROM unnest({arrays}) AS u {suffix}")
-    statement = statement.bindparams(*(bindparam(f"shared_{name}", type_=table.c[name].type) for name in shared))
-    session.execute(statement, {**{f"shared_{name}": value for name, value in shared.items()},
-                                **{f"rows_{name}": as_sent(name, values) for name, values in per_row.items()}})

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
-from db.bulk import COPY_MIN_ROWS, copy_rows, copy_rows_skipping_conflicts, insert_by_unnest
+from db.bulk import COPY_MIN_ROWS, copy_rows, copy_rows_skipping_conflicts
 from db.fine_tuning_runs import requeue_expired_fine_tuning
 from db.models import FINAL_STATUSES, KEY_SCOPES, ApiKey, Batch, ErrorCode, Image, Job, JobStatus, Tenant, utcnow
 from db.pages import newest_first
@@ -158,12 +158,7 @@ class ImageFacts:
 
 def store_image(session: Session, *, tenant_id: uuid.UUID, image: ImageFacts) -> None:
     """Stores the image unless the tenant already has these bytes (content-addressed)."""
-    upsert = postgresql.insert if is_postgres(session) else sqlite.insert  # both have ON CONFLICT DO NOTHING
-    stmt = upsert(Image).values(
-        tenant_id=tenant_id, sha256=image.sha256, data=image.data, format=image.format,
-        width=image.width, height=image.height, size_bytes=len(image.data), created_at=utcnow(),
-    )
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]))
+    store_images(session, tenant_id=tenant_id, images=[image])
 
 
 def store_images(session: Session, *, tenant_id: uuid.UUID, images: list[ImageFacts]) -> None:
@@ -177,13 +172,9 @@ def store_images(session: Session, *, tenant_id: uuid.UUID, images: list[ImageFa
         columns = list(rows[0])
         copy_rows_skipping_conflicts(session, Image.__table__, columns, [list(row.values()) for row in rows],
                                      conflict="(tenant_id, sha256)")
-    elif is_postgres(session):
-        per_row = {name: [row[name] for row in rows] for name in rows[0] if name not in ("tenant_id", "created_at")}
-        insert_by_unnest(session, Image.__table__, shared={"tenant_id": tenant_id, "created_at": now},
-                         per_row=per_row, suffix="ON CONFLICT (tenant_id, sha256) DO NOTHING")
-    else:
-        session.execute(sqlite.insert(Image.__table__).on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]),
-                        rows)
+        return
+    upsert = postgresql.insert if is_postgres(session) else sqlite.insert  # both have ON CONFLICT DO NOTHING
+    session.execute(upsert(Image.__table__).on_conflict_do_nothing(index_elements=["tenant_id", "sha256"]), rows)
 
 
 # --- submitting and reading jobs ----------------------------------------------------------------
