@@ -118,7 +118,7 @@ def plain_png_copy(data: bytes, max_side: int) -> ImageFacts | None:
     if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13 or chunks[-1][1]:
         return None
     kinds = [kind for kind, _, _ in chunks[1:-1] if kind not in PNG_METADATA_CHUNKS]
-    if not kinds or set(kinds) != {b"IDAT"}:
+    if set(kinds) != {b"IDAT"}:
         return None
     width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
     if (depth, compression, filtering, interlace) != (8, 0, 0, 0) or colour not in PLAIN_PNG_CHANNELS:
