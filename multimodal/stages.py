@@ -17,7 +17,7 @@ from .language import words_of
 from .phrasings import BOTH_TEMPLATES, COLOUR_TEMPLATES, FACE_PHRASES, SHAPE_DESCRIPTIONS
 from .prompts import PROMPTS
 from .splice import IGNORE_INDEX, labels_for
-from .trainer import LoopCfg, run_loop
+from .trainer import LoopCfg, module_device, run_loop
 
 VISION_LR_SCALE = 0.5
 FACE_CAPTIONS = {"smile": "a smiling face.", "frown": "a frowning face.", "flat": "a face with a straight mouth."}
@@ -159,7 +159,7 @@ def contrastive_loss(model, corpus: Corpus, tokenizer, rng: random.Random, mean,
     phrases = [random_phrase(rng, attrs) for _, attrs in batch]
     truth = torch.tensor([[float(phrase_is_true(claim, attrs)) for _, claim in phrases] for _, attrs in batch])
     logits = model.clip_similarity(corpus.images.pixels([i for i, _ in batch], mean, std), tokenizer([p for p, _ in phrases]))
-    return multi_positive_clip_loss(logits, truth)
+    return multi_positive_clip_loss(logits, truth.to(logits.device))
 
 
 @torch.no_grad()
@@ -168,10 +168,10 @@ def zero_shot_validation(model, corpus: Corpus, tokenizer) -> float:
     indices = [i for i, _ in corpus.shapes_val]
     pixels = corpus.images.pixels(indices, model.cfg.vision.mean, model.cfg.vision.std)
     colours, shapes = list(COLOURS), list(SHAPES)
-    colour_logits = model.clip_similarity(pixels, tokenizer([f"a {c} shape" for c in colours]))
-    shape_logits = model.clip_similarity(pixels, tokenizer([f"a {s}" for s in shapes]))
-    colour_acc = sum(colours[int(k)] == a.colour for k, (_, a) in zip(colour_logits.argmax(1), corpus.shapes_val))
-    shape_acc = sum(shapes[int(k)] == a.shape for k, (_, a) in zip(shape_logits.argmax(1), corpus.shapes_val))
+    colour_picks = model.clip_similarity(pixels, tokenizer([f"a {c} shape" for c in colours])).argmax(1).tolist()
+    shape_picks = model.clip_similarity(pixels, tokenizer([f"a {s}" for s in shapes])).argmax(1).tolist()
+    colour_acc = sum(colours[k] == a.colour for k, (_, a) in zip(colour_picks, corpus.shapes_val))
+    shape_acc = sum(shapes[k] == a.shape for k, (_, a) in zip(shape_picks, corpus.shapes_val))
     return 0.5 * (colour_acc + shape_acc) / len(indices)
 
 
@@ -208,8 +208,8 @@ def tokenized_generative_sets(model, corpus: Corpus):
 def generative_loss(model, corpus: Corpus, examples: list[TokenizedExample]) -> torch.Tensor:
     ids, mask, prompt_lengths, images = generative_batch(examples, model.tokenizer.pad_token_id)
     pixels = corpus.images.pixels(images, model.cfg.vision.mean, model.cfg.vision.std)
-    labels = labels_for(ids, prompt_lengths, mask)
-    logits = model(ids, mask, model.encode_images(pixels)).logits
+    labels = labels_for(ids, prompt_lengths, mask).to(model.device)
+    logits = model(ids.to(model.device), mask.to(model.device), model.encode_images(pixels)).logits
     return per_sequence_loss(logits, labels)
 
 
@@ -309,7 +309,7 @@ def sentiment_report(head, features, labels, subsets, label_names) -> dict:
     from sklearn.metrics import classification_report, f1_score
 
     with torch.no_grad():
-        predicted = head(features).argmax(1)
+        predicted = head(features.to(module_device(head))).argmax(1).cpu()
     correct = (predicted == labels).float()
     by_subset = {s: float(correct[[k for k, x in enumerate(subsets) if x == s]].mean()) for s in sorted(set(subsets))}
     return {
@@ -331,7 +331,7 @@ def train_sentiment(model, corpus: Corpus, args, resume: Path) -> dict:
     model.eval()
     if args.token_adapter and not model.cfg.heads.token_adapter:  # a checkpoint given one now (--init-from)
         model.cfg.heads.token_adapter = True
-        model.sentiment_head = model.new_sentiment_head()
+        model.sentiment_head = model.new_sentiment_head().to(model.device)
     names = model.cfg.heads.sentiment_labels
     splits = {"train": sentiment_dataset(args.sentiment_train_size, seed=args.seed + 10),
               "val": sentiment_dataset(500, seed=args.seed + 11),
@@ -358,16 +358,18 @@ def _head_loop_cfg(args) -> LoopCfg:
 
 def fit_head(model, head, splits, labels, variant, args, resume) -> tuple[dict, torch.Tensor]:
     """The head alone on cached pooled features (the LM path does not depend on it); → loop report, test features."""
-    feats = {k: sentiment_feature_table(model, v, variant) for k, v in splits.items()}
+    device = module_device(head)
+    feats = {k: sentiment_feature_table(model, v, variant).to(device) for k, v in splits.items()}
+    targets = {k: v.to(device) for k, v in labels.items()}
     rng = torch.Generator().manual_seed(args.seed)
 
     def loss_fn(step: int) -> torch.Tensor:
-        picks = torch.randint(0, len(feats["train"]), (128,), generator=rng)
-        return F.cross_entropy(head(feats["train"][picks]), labels["train"][picks])
+        picks = torch.randint(0, len(feats["train"]), (128,), generator=rng).to(device)
+        return F.cross_entropy(head(feats["train"][picks]), targets["train"][picks])
 
     def validate() -> float:
         with torch.no_grad():
-            return float((head(feats["val"]).argmax(1) == labels["val"]).float().mean())
+            return float((head(feats["val"]).argmax(1) == targets["val"]).float().mean())
 
     for param in head.parameters():
         param.requires_grad = True
@@ -404,7 +406,8 @@ def adapter_features(model, head, inputs: SentimentInputs, picks) -> torch.Tenso
     from .generation import right_pad
 
     ids, mask = right_pad([inputs.prompts[int(i)] for i in picks], model.tokenizer.pad_token_id)
-    return model.sentiment_features(ids, mask, inputs.image_embeds[torch.as_tensor(picks)], head)
+    rows = torch.as_tensor(picks, device=inputs.image_embeds.device)
+    return model.sentiment_features(ids.to(model.device), mask.to(model.device), inputs.image_embeds[rows], head)
 
 
 @torch.no_grad()
@@ -416,15 +419,17 @@ def adapter_feature_table(model, head, inputs: SentimentInputs, batch_size: int 
 def fit_adapter_head(model, head, splits, labels, variant, args, resume) -> tuple[dict, torch.Tensor]:
     """Head and token adapter together, through the frozen LM; → loop report, test features."""
     inputs = {k: sentiment_inputs(model, v, variant) for k, v in splits.items()}
+    targets = {k: v.to(model.device) for k, v in labels.items()}
     rng = torch.Generator().manual_seed(args.seed)
 
     def loss_fn(step: int) -> torch.Tensor:
         picks = torch.randint(0, len(inputs["train"].prompts), (128,), generator=rng)
-        return F.cross_entropy(head(adapter_features(model, head, inputs["train"], picks)), labels["train"][picks])
+        return F.cross_entropy(head(adapter_features(model, head, inputs["train"], picks)),
+                               targets["train"][picks.to(model.device)])
 
     def validate() -> float:
         with torch.no_grad():
-            return float((head(adapter_feature_table(model, head, inputs["val"])).argmax(1) == labels["val"]).float().mean())
+            return float((head(adapter_feature_table(model, head, inputs["val"])).argmax(1) == targets["val"]).float().mean())
 
     for param in head.parameters():
         param.requires_grad = True

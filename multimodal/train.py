@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-generated", type=int, default=12000, help="generated images per data kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to train (auto: CUDA when there is one); on CUDA in bf16 autocast")
     parser.add_argument("--skip-eval", action="store_true", help="do not run the held-out evaluation at the end")
     return parser.parse_args(argv)
 
@@ -61,6 +63,14 @@ def initial_model(args: argparse.Namespace, corpus: stages.Corpus):
     return model
 
 
+def training_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+    return torch.device(name)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -68,9 +78,12 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
     started = time.time()
     corpus = stages.Corpus.build(seed=args.seed, n_generated=args.n_generated)
-    model = initial_model(args, corpus)
+    device = training_device(args.device)
+    model = initial_model(args, corpus).to(device)
+    print(f"training on {device}" + (" (bf16 autocast)" if device.type == "cuda" else " (float32)"))
     work = args.work_dir / args.out.name
-    report: dict = {"command": "python -m multimodal.train " + " ".join(sys.argv[1:] if argv is None else argv), "stages": {}}
+    command = "python -m multimodal.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    report: dict = {"command": command, "device": str(device), "stages": {}}
     wanted = args.stages.split(",")
     for stage in ("contrastive", "generative", "align", "sentiment"):
         if stage in wanted:

@@ -1,6 +1,7 @@
 """One training loop for every stage: AdamW + warmup/cosine, validation every K steps, early stopping, resume."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -64,6 +65,18 @@ class LoopHooks:
     generator: torch.Generator | None = None  # the batch sampler's RNG, so a resumed run draws the same batches
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA: matmuls run in bf16 while weights, gradients and optimizer state stay float32.
+    On CPU training stays in float32, as the shipped checkpoints were trained."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in module.state_dict().items() if k in names}
@@ -85,6 +98,7 @@ def run_loop(
     hooks: in-memory resume and checkpoints, per-step progress, cancellation (see LoopHooks).
     """
     hooks = hooks or LoopHooks()
+    precision = mixed_precision(module_device(module))
     optimizer = torch.optim.AdamW(param_groups(module, cfg.lr, cfg.weight_decay, lr_scale), lr=cfg.lr, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
     state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0, "history": []}
@@ -101,7 +115,8 @@ def run_loop(
         if hooks.should_stop is not None and hooks.should_stop():
             state["stopped"] = True
             break
-        loss = loss_fn(step)
+        with precision:
+            loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.grad_clip)
@@ -113,7 +128,9 @@ def run_loop(
         state["step"], state["running_loss"] = step + 1, running
         validated = state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps
         if validated:
-            if _validate_and_track(module, validate, state, running, best_holder := [best]):
+            with precision:
+                improved = _validate_and_track(module, validate, state, running, best_holder := [best])
+            if improved:
                 best = best_holder[0]
             if resume_path is not None:
                 _save_resume(resume_path, module, optimizer, scheduler, state, best, hooks.generator)
