@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
 
 
 def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,55 +24,6 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return pad(sequences, pad_id, "right")
 
 
-class PreallocatedLayer(DynamicLayer):
-    """One layer's KV cache, written into buffers sized at the first update for the prompt plus `room` new tokens.
-
-    transformers' DynamicLayer concatenates the whole cache with each new position, which copies (B, H, T, d)
-    per layer, per step, for keys and for values: lensq-tiny's photo captions (about 25 words) ran 1.09x faster
-    without it at batch 32 on one CPU thread; lensq-smol's, bound by its matmuls, ran the same. Here a step writes
-    only its new position; keys and values are views of the buffers' first `length` positions.
-    """
-
-    def __init__(self, room: int):
-        super().__init__()
-        self.room = room
-        self.length = 0
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
-        if not self.is_initialized:
-            self.device, self.is_initialized = key_states.device, True
-            self.key_buffer = _buffer_like(key_states, end + self.room)
-            self.value_buffer = _buffer_like(value_states, end + self.room)
-        elif end > self.key_buffer.shape[-2]:
-            raise RuntimeError(f"KV cache full: {end} positions in a cache sized for {self.key_buffer.shape[-2]}")
-        self.key_buffer[:, :, self.length:end] = key_states
-        self.value_buffer[:, :, self.length:end] = value_states
-        self.length = end
-        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length > 0:
-            self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
-            self.keys = self.key_buffer[:, :, :self.length]
-            self.values = self.value_buffer[:, :, :self.length]
-
-
-def _buffer_like(states: torch.Tensor, positions: int) -> torch.Tensor:
-    batch, heads, _, width = states.shape
-    return states.new_empty((batch, heads, positions, width))
-
-
-def preallocated_cache(model, max_new_tokens: int) -> Cache:
-    """A KV cache of PreallocatedLayer, one per LM layer, with room for `max_new_tokens` after the prompt."""
-    layers = model.lm.config.num_hidden_layers
-    return Cache(layers=[PreallocatedLayer(max_new_tokens) for _ in range(layers)])
-
-
 @torch.inference_mode()
 def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
     """Greedy continuation of each prompt (with K image placeholders) given image_embeds (B, K, D).
@@ -91,7 +41,7 @@ def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor,
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     outputs: list[list[int]] = [[] for _ in prompts]
     rows = list(range(len(prompts)))  # the prompt each live row belongs to
-    past = preallocated_cache(model, max_new_tokens) if use_cache else None
+    past = None
     step_embeds, step_positions = embeds, positions
     for _ in range(max_new_tokens):
         # logits_to_keep=1: the vocabulary projection runs on the last position only, not on the whole prompt.

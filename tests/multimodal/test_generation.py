@@ -1,11 +1,10 @@
 """Batched greedy generation: KV cache, left padding, early stop."""
 import random
 
-import pytest
 import torch
 
 from multimodal.data.easyvqa import generate_vqa
-from multimodal.generation import PreallocatedLayer, greedy_generate, left_pad
+from multimodal.generation import greedy_generate, left_pad
 from multimodal.prompts import encode_prompt
 
 
@@ -28,39 +27,6 @@ def test_cached_generation_equals_uncached_step_by_step(tiny_pipeline):
     reference = greedy_generate(tiny_pipeline.model, prompts, embeds, max_new_tokens=12, use_cache=False)
     assert cached == reference
     assert all(len(ids) > 0 for ids in cached)
-
-
-def test_cached_captions_equal_uncached_while_rows_leave_the_batch(tiny_pipeline):
-    from multimodal.data.scenes import generate_scene
-
-    rng = random.Random(11)
-    images = [generate_scene(rng)[0] for _ in range(8)]
-    prompts = [encode_prompt(tiny_pipeline.model.tokenizer, "caption", tiny_pipeline.model.n_image_tokens)] * len(images)
-    embeds = tiny_pipeline.model.encode_images(tiny_pipeline.pixels(images))
-    cached = greedy_generate(tiny_pipeline.model, prompts, embeds, max_new_tokens=32, use_cache=True)
-    assert cached == greedy_generate(tiny_pipeline.model, prompts, embeds, max_new_tokens=32, use_cache=False)
-    assert len({len(ids) for ids in cached}) > 1  # captions of different lengths: rows left the cache mid-way
-
-
-def test_a_generation_to_the_token_limit_fills_the_cache_exactly(random_tiny):
-    # an untrained decoder emits no EOS here, so every row runs to max_new_tokens: the cache's last position is used
-    prompts = [encode_prompt(random_tiny.tokenizer, "vqa", random_tiny.n_image_tokens, question=q)
-               for q in ("what shape is this?", "is there a red shape in the image?")]
-    embeds = random_tiny.encode_images(torch.rand(2, 3, 64, 64))
-    cached = greedy_generate(random_tiny, prompts, embeds, max_new_tokens=20, use_cache=True)
-    assert cached == greedy_generate(random_tiny, prompts, embeds, max_new_tokens=20, use_cache=False)
-    assert [len(ids) for ids in cached] == [20, 20]
-
-
-def test_a_full_kv_cache_refuses_another_position():
-    layer = PreallocatedLayer(room=1)
-    keys, values = layer.update(torch.ones(2, 4, 3, 8), torch.ones(2, 4, 3, 8))
-    assert keys.shape == (2, 4, 3, 8) and layer.get_seq_length() == 3
-    layer.batch_select_indices(torch.tensor([1]))
-    keys, values = layer.update(torch.full((1, 4, 1, 8), 2.0), torch.full((1, 4, 1, 8), 2.0))
-    assert keys.shape == (1, 4, 4, 8) and keys[0, :, 3].eq(2.0).all() and keys[0, :, :3].eq(1.0).all()
-    with pytest.raises(RuntimeError, match="KV cache full"):
-        layer.update(torch.ones(1, 4, 1, 8), torch.ones(1, 4, 1, 8))
 
 
 def test_left_padded_batch_equals_each_item_alone(tiny_pipeline):
