@@ -29,6 +29,28 @@ def test_cached_generation_equals_uncached_step_by_step(tiny_pipeline):
     assert all(len(ids) > 0 for ids in cached)
 
 
+def test_cached_captions_equal_uncached_while_rows_leave_the_batch(tiny_pipeline):
+    from multimodal.data.scenes import generate_scene
+
+    rng = random.Random(11)
+    images = [generate_scene(rng)[0] for _ in range(8)]
+    prompts = [encode_prompt(tiny_pipeline.model.tokenizer, "caption", tiny_pipeline.model.n_image_tokens)] * len(images)
+    embeds = tiny_pipeline.model.encode_images(tiny_pipeline.pixels(images))
+    cached = greedy_generate(tiny_pipeline.model, prompts, embeds, max_new_tokens=32, use_cache=True)
+    assert cached == greedy_generate(tiny_pipeline.model, prompts, embeds, max_new_tokens=32, use_cache=False)
+    assert len({len(ids) for ids in cached}) > 1  # captions of different lengths: rows left the cache mid-way
+
+
+def test_cached_generation_to_the_token_limit_equals_uncached(random_tiny):
+    # an untrained decoder emits no EOS here, so every row runs to max_new_tokens
+    prompts = [encode_prompt(random_tiny.tokenizer, "vqa", random_tiny.n_image_tokens, question=q)
+               for q in ("what shape is this?", "is there a red shape in the image?")]
+    embeds = random_tiny.encode_images(torch.rand(2, 3, 64, 64))
+    cached = greedy_generate(random_tiny, prompts, embeds, max_new_tokens=20, use_cache=True)
+    assert cached == greedy_generate(random_tiny, prompts, embeds, max_new_tokens=20, use_cache=False)
+    assert [len(ids) for ids in cached] == [20, 20]
+
+
 def test_left_padded_batch_equals_each_item_alone(tiny_pipeline):
     _, prompts, embeds = _vqa_batch(tiny_pipeline)
     together = greedy_generate(tiny_pipeline.model, prompts, embeds, max_new_tokens=12)
