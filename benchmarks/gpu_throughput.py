@@ -1,14 +1,24 @@
 """Benchmark 8 (needs CUDA): both checkpoints in bf16 on the GPU, items/s per task for batch 1 to 256.
 
-Runs in well under 10 minutes on one H200: each (checkpoint, task, batch) point is timed over a fixed number of
-calls after a warm-up, with CUDA synchronised around each timing. On a machine without CUDA it says so and exits 0.
+Each (checkpoint, task, batch) point is one warm-up call, then `--calls` calls timed one by one with CUDA
+synchronised around each; the figure is the median call's items/s, with the slowest and fastest beside it. A call
+is the whole pipeline method: preprocessing on the CPU, the vision tower, generation or the heads, decoding.
+Runs in a few minutes on one H200. On a machine without CUDA it says so and exits 0.
+
+The figures go to `--json`; committed as benchmarks/gpu_results.json, `make bench` renders them into RESULTS.md
+(a CPU-only machine cannot measure them itself).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
+from datetime import datetime, timezone
+
+from benchmarks.figures import commit, median
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TASKS = ("caption", "vqa", "sentiment", "classify")
@@ -41,22 +51,64 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()  # kernels run asynchronously: time only work that has finished
 
 
-def items_per_second(pipeline, task: str, data, batch: int, calls: int, device: str) -> float:
+def measure_point(pipeline, task: str, data, batch: int, calls: int, device: str) -> dict:
+    """Items/s of one (task, batch) point: the median of `calls` separately timed calls, and their range."""
     images, questions = [image for image, _ in data[:batch]], [question for _, question in data[:batch]]
-    call(pipeline, task, images, questions)  # warm-up
-    synchronize(device)
-    started = time.perf_counter()
+    call(pipeline, task, images, questions)  # warm-up: kernel selection, allocator growth
+    rates = []
     for _ in range(calls):
+        synchronize(device)
+        started = time.perf_counter()
         call(pipeline, task, images, questions)
-    synchronize(device)
-    return batch * calls / (time.perf_counter() - started)
+        synchronize(device)
+        rates.append(batch / (time.perf_counter() - started))
+    return {"items_per_s": median(rates), "slowest": min(rates), "fastest": max(rates)}
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            # The GPU machine receives a copy of the tree without git: the caller may name the commit.
+            "commit": os.environ.get("LENSQ_COMMIT") or commit(),
+            "torch": torch.__version__, "python": platform.python_version(), "cpu_cores": os.cpu_count()}
+    if device == "cuda":
+        info["device"] = torch.cuda.get_device_name(0)
+        info["dtype"] = "bfloat16"
+    else:
+        info["device"], info["dtype"] = "cpu", "float32"
+    return info
+
+
+def measure_checkpoint(name: str, data, batches: list[int], calls: int, device: str) -> dict:
+    import torch
+
+    from multimodal import load_pipeline
+
+    started = time.perf_counter()
+    pipeline = load_pipeline(name, device=device)
+    result: dict = {"load_seconds": time.perf_counter() - started, "tasks": {}}
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for task in TASKS:
+        for batch in batches:
+            point = measure_point(pipeline, task, data, batch, calls, device)
+            result["tasks"].setdefault(task, {})[str(batch)] = point
+            print(f"{name} {task} batch {batch}: {point['items_per_s']:.1f} items/s "
+                  f"({point['slowest']:.1f}-{point['fastest']:.1f})", flush=True)
+    if device == "cuda":
+        result["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    del pipeline
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoints", default="lensq-tiny,lensq-smol")
     parser.add_argument("--max-batch", type=int, default=256)
-    parser.add_argument("--calls", type=int, default=3, help="timed calls per point, timed together")
+    parser.add_argument("--calls", type=int, default=5, help="separately timed calls per point (the median counts)")
     parser.add_argument("--device", default="cuda", help="cpu only to check the script itself (float32)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -65,24 +117,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_throughput: no CUDA device here; nothing measured")
         return {}
-    from multimodal import load_pipeline
-
     data = items(args.max_batch)
-    figures: dict = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-                     "dtype": "bfloat16" if args.device == "cuda" else "float32"}
+    batches = [b for b in BATCHES if b <= args.max_batch]
+    figures: dict = {"environment": environment(args.device), "calls_per_point": args.calls, "checkpoints": {}}
     for name in args.checkpoints.split(","):
-        pipeline = load_pipeline(name, device=args.device)
-        for task in TASKS:
-            for batch in (b for b in BATCHES if b <= args.max_batch):
-                rate = items_per_second(pipeline, task, data, batch, args.calls, args.device)
-                figures.setdefault(name, {}).setdefault(task, {})[batch] = rate
-                print(f"{name} {task} batch {batch}: {rate:.1f} items/s", flush=True)
-        del pipeline
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(figures, out, indent=2)
+        figures["checkpoints"][name] = measure_checkpoint(name, data, batches, args.calls, args.device)
+        if args.json:  # written after each checkpoint, so a run cut short keeps what it measured
+            with open(args.json, "w") as out:
+                json.dump(figures, out, indent=2)
     return figures
 
 

@@ -74,7 +74,12 @@ def test_gpu_script_runs_its_code_on_the_cpu(tmp_path):
     from benchmarks import gpu_throughput
 
     out = tmp_path / "gpu.json"
-    figures = gpu_throughput.main(["--device", "cpu", "--checkpoints", "lensq-tiny", "--max-batch", "1", "--calls", "1",
+    figures = gpu_throughput.main(["--device", "cpu", "--checkpoints", "lensq-tiny", "--max-batch", "2", "--calls", "3",
                                    "--json", str(out)])
-    assert figures["dtype"] == "float32" and json.loads(out.read_text())["lensq-tiny"]["caption"]["1"] > 0
-    assert set(figures["lensq-tiny"]) == {"caption", "vqa", "sentiment", "classify"}
+    assert figures["environment"]["dtype"] == "float32" and figures["calls_per_point"] == 3
+    tiny = json.loads(out.read_text())["checkpoints"]["lensq-tiny"]
+    assert set(tiny["tasks"]) == {"caption", "vqa", "sentiment", "classify"}
+    for task in tiny["tasks"].values():
+        assert set(task) == {"1", "2"}
+        for point in task.values():
+            assert 0 < point["slowest"] <= point["items_per_s"] <= point["fastest"]
