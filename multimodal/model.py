@@ -44,8 +44,11 @@ class SentimentHead(nn.Module):
             nn.init.zeros_(self.token_delta.weight)  # starts as the plain LM
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features (B, 2D) from VisionLanguageModel.sentiment_features → logits (B, C)."""
-        return self.net(features.float())
+        """Pooled features (B, 2D) from VisionLanguageModel.sentiment_features → logits (B, C).
+
+        The features come in the LM's dtype; the head reads them in its own: float32 on the CPU and in training,
+        bf16 once the whole model is cast for a GPU (its LayerNorm refuses a float32 input against bf16 weights)."""
+        return self.net(features.to(self.net[0].weight.dtype))
 
     def adapt(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Spliced input embeddings (B, T, D) plus this head's offsets at text positions (unchanged without one)."""
