@@ -17,12 +17,15 @@ import platform
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from benchmarks.figures import commit, median
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TASKS = ("caption", "vqa", "sentiment", "classify")
 LABELS = ["circle", "rectangle", "triangle"]
+# The committed figures from the last run on a GPU (`--json benchmarks/gpu_results.json`), which make bench renders.
+RESULTS_FILE = Path(__file__).parent / "gpu_results.json"
 
 
 def items(count: int):
@@ -102,6 +105,38 @@ def measure_checkpoint(name: str, data, batches: list[int], calls: int, device: 
     if device == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def best_point(tasks: dict, task: str) -> tuple[str, float]:
+    """(batch, items/s) of a task's fastest batch."""
+    batch, point = max(tasks[task].items(), key=lambda kv: kv[1]["items_per_s"])
+    return batch, point["items_per_s"]
+
+
+def markdown(figures: dict) -> str:
+    """A RESULTS.md section from this script's JSON: items/s per batch, each checkpoint's best batch and memory."""
+    env = figures["environment"]
+    lines = [f"Measured on one {env['device']} in {env['dtype']} on {env['date']}, commit {env['commit']}, torch "
+             f"{env['torch']}, by `python -m benchmarks.gpu_throughput --json benchmarks/gpu_results.json`; this "
+             f"section renders that committed file (make bench does not re-measure it without a GPU). Items/s per "
+             f"call of the pipeline method (CPU preprocessing included), median of {figures['calls_per_point']} "
+             "separately timed calls after a warm-up; easy-VQA test images (64 px). A load time includes converting "
+             "the LM once where it ships as GGUF (lensq-smol). Small batches are bound by kernel launches and Python "
+             "per generated token, not by the GPU's arithmetic: a GPU worker wants large batches (LENSQ_BATCH_SIZE).",
+             ""]
+    for name, result in figures["checkpoints"].items():
+        tasks = result["tasks"]
+        batches = list(next(iter(tasks.values())))
+        lines += [f"**{name}** (loaded in {result['load_seconds']:.1f} s; peak GPU memory "
+                  f"{result.get('peak_memory_mib', 0):.0f} MiB):", "",
+                  "| task | " + " | ".join(f"batch {b}" for b in batches) + " | best / batch 1 |",
+                  "|---" * (len(batches) + 2) + "|"]
+        for task, points in tasks.items():
+            best_batch, best = best_point(tasks, task)
+            lines.append(f"| {task} | " + " | ".join(f"{points[b]['items_per_s']:.0f}" for b in batches)
+                         + f" | **{best / points[batches[0]]['items_per_s']:.0f}x** (batch {best_batch}) |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:

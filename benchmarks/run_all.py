@@ -35,14 +35,29 @@ def run_script(name: str, extra: list[str], out_dir: Path) -> dict:
 def gpu_section() -> str:
     import torch
 
+    from benchmarks import gpu_throughput
+
+    if gpu_throughput.RESULTS_FILE.exists():
+        return gpu_throughput.markdown(json.loads(gpu_throughput.RESULTS_FILE.read_text()))
     if torch.cuda.is_available():
         return (f"A CUDA device is present ({torch.cuda.get_device_name(0)}): run `python -m "
-                f"benchmarks.gpu_throughput --json gpu.json` (under 10 minutes) and copy its figures here.")
-    return ("**Not measured: no GPU on this machine.** `benchmarks/gpu_throughput.py` is prepared: both checkpoints "
-            "in bf16 (load_pipeline(device='cuda')), every task, batch 1 to 256, a fixed number of timed calls per "
-            "point with CUDA synchronised around them, printing items/s per point. It is sized to finish in under "
-            "10 minutes on one H200 (not yet verified on one); on a CPU, `--device cpu` runs the same code, which "
-            "the smoke test does.")
+                f"benchmarks.gpu_throughput --json benchmarks/gpu_results.json` and run make bench again.")
+    return ("**Not measured: no GPU on this machine.** `benchmarks/gpu_throughput.py` measures both checkpoints in "
+            "bf16 for every task, batch 1 to 256, on a machine with CUDA.")
+
+
+def gpu_rate() -> tuple[str, float] | None:
+    """One GPU worker's model rate R: lensq-tiny captions at their best batch, from the committed GPU figures."""
+    from benchmarks import gpu_throughput
+
+    if not gpu_throughput.RESULTS_FILE.exists():
+        return None
+    figures = json.loads(gpu_throughput.RESULTS_FILE.read_text())
+    tiny = figures["checkpoints"].get("lensq-tiny")
+    if tiny is None:
+        return None
+    batch, rate = gpu_throughput.best_point(tiny["tasks"], "caption")
+    return f"lensq-tiny captions at batch {batch} on one {figures['environment']['device']}", rate
 
 
 def scale_arithmetic(sections: dict) -> str:
@@ -58,9 +73,20 @@ def scale_arithmetic(sections: dict) -> str:
         f"one API process takes about {singles:.0f} single submissions/s and {batch_items:.0f} batch items/s on this "
         "CPU (section 4); API processes scale out behind a load balancer, so the next ceiling is Postgres, which "
         "sees per batch of B jobs one claim and one result write (2 transactions per B jobs) plus one insert per "
-        "submission. For example, if R were 1,000 jobs/s per GPU (an assumed figure until benchmark 8 has run), "
-        f"8 GPUs would need 8,000 submissions/s: about {max(1, round(8000 / batch_items))} API process(es) taking "
-        f"batches, or about {8000 / singles:.0f} API processes taking single submissions at this CPU's rates.")
+        "submission. " + n_gpu_example(singles, batch_items))
+
+
+def n_gpu_example(singles: float, batch_items: float) -> str:
+    measured = gpu_rate()
+    if measured is None:
+        rate, source = 1000.0, "an assumed figure until benchmark 8 has run"
+    else:
+        source, rate = measured
+        source += ", model time only (section 8)"
+    need = 8 * rate
+    return (f"For example, with R = {rate:,.0f} jobs/s per GPU ({source}), 8 GPUs would need {need:,.0f} "
+            f"submissions/s: about {max(1, round(need / batch_items))} API process(es) taking batches, or about "
+            f"{need / singles:.0f} API processes taking single submissions at this CPU's rates.")
 
 
 def render(sections: dict, started: datetime, note: str) -> str:

@@ -83,3 +83,5 @@ def test_gpu_script_runs_its_code_on_the_cpu(tmp_path):
         assert set(task) == {"1", "2"}
         for point in task.values():
             assert 0 < point["slowest"] <= point["items_per_s"] <= point["fastest"]
+    table = gpu_throughput.markdown(figures)
+    assert "**lensq-tiny**" in table and "| caption | " in table and "| batch 1 | batch 2 |" in table
