@@ -122,8 +122,8 @@ def markdown(figures: dict) -> str:
              f"call of the pipeline method (CPU preprocessing included), median of {figures['calls_per_point']} "
              "separately timed calls after a warm-up; easy-VQA test images (64 px). A load time includes converting "
              "the LM once where it ships as GGUF (lensq-smol). Small batches are bound by kernel launches and Python "
-             "per generated token, not by the GPU's arithmetic: a GPU worker wants large batches (LENSQ_BATCH_SIZE).",
-             ""]
+             "per generated token, not by the GPU's arithmetic: a GPU worker wants large batches (LENSQ_BATCH_SIZE)."
+             + (f" Note: {env['note']}." if env.get("note") else ""), ""]
     for name, result in figures["checkpoints"].items():
         tasks = result["tasks"]
         batches = list(next(iter(tasks.values())))
