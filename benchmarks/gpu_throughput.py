@@ -107,6 +107,11 @@ def measure_checkpoint(name: str, data, batches: list[int], calls: int, device: 
     return result
 
 
+def committed_results() -> dict | None:
+    """The figures of RESULTS_FILE, or None before any run on a GPU was committed."""
+    return json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else None
+
+
 def best_point(tasks: dict, task: str) -> tuple[str, float]:
     """(batch, items/s) of a task's fastest batch."""
     batch, point = max(tasks[task].items(), key=lambda kv: kv[1]["items_per_s"])

@@ -37,8 +37,9 @@ def gpu_section() -> str:
 
     from benchmarks import gpu_throughput
 
-    if gpu_throughput.RESULTS_FILE.exists():
-        return gpu_throughput.markdown(json.loads(gpu_throughput.RESULTS_FILE.read_text()))
+    figures = gpu_throughput.committed_results()
+    if figures is not None:
+        return gpu_throughput.markdown(figures)
     if torch.cuda.is_available():
         return (f"A CUDA device is present ({torch.cuda.get_device_name(0)}): run `python -m "
                 f"benchmarks.gpu_throughput --json benchmarks/gpu_results.json` and run make bench again.")
@@ -50,10 +51,8 @@ def gpu_rate() -> tuple[str, float] | None:
     """One GPU worker's model rate R: lensq-tiny captions at their best batch, from the committed GPU figures."""
     from benchmarks import gpu_throughput
 
-    if not gpu_throughput.RESULTS_FILE.exists():
-        return None
-    figures = json.loads(gpu_throughput.RESULTS_FILE.read_text())
-    tiny = figures["checkpoints"].get("lensq-tiny")
+    figures = gpu_throughput.committed_results()
+    tiny = figures["checkpoints"].get("lensq-tiny") if figures is not None else None
     if tiny is None:
         return None
     batch, rate = gpu_throughput.best_point(tiny["tasks"], "caption")
