@@ -1,7 +1,11 @@
 """Batched greedy generation over spliced prompts: left padding, KV cache, early stop."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
+
+from .prefill import last_position_only
 
 
 def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,10 +47,12 @@ def greedy_generate(model, prompts: list[list[int]], image_embeds: torch.Tensor,
     rows = list(range(len(prompts)))  # the prompt each live row belongs to
     past = None
     step_embeds, step_positions = embeds, positions
-    for _ in range(max_new_tokens):
-        # logits_to_keep=1: the vocabulary projection runs on the last position only, not on the whole prompt.
-        out = model.lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
-                       cache=past, use_cache=use_cache, logits_to_keep=1)
+    for step in range(max_new_tokens):
+        # logits_to_keep=1: the vocabulary projection runs on the last position only, not on the whole prompt;
+        # likewise the prompt's pass runs the top decoder layer in full there only (prefill.py).
+        with last_position_only(model.lm) if use_cache and step == 0 else nullcontext():
+            out = model.lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
+                           cache=past, use_cache=use_cache, logits_to_keep=1)
         next_ids = out.logits[:, -1].argmax(-1)  # (B_live,)
         for row, token in zip(rows, next_ids.tolist()):
             outputs[row].append(token)
