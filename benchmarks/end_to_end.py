@@ -115,7 +115,7 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
                  warm_up: int = WARM_UP_JOBS) -> tuple[dict, dict]:
     """Jobs/s of LensQ (one worker) and of the naive service (one worker) on the same jobs, interleaved: each run
     times LensQ (single submissions, then batches) and then the naive service on every task, so both see the
-    same load from the rest of the machine; and LensQ's latency at light load on the same stack."""
+    same load from the rest of the machine; and, before those, LensQ's latency at light load on the same stack."""
     figures: dict = {task: {"lensq_runs": [], "lensq_batches_runs": [], "naive_runs": []} for task in tasks}
     stack = Stack.create({"LENSQ_MODEL": model})
     naive = None
@@ -124,6 +124,9 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
         stack.start_workers(1, env=WORKER_THREADS)
         token = new_tenant_token(stack.database_url)
         naive = start_naive(model)
+        # Light load first: right after 20,000 throughput jobs Postgres is still busy with their aftermath
+        # (every part of a job's path measured about a third slower there), which is not light load.
+        latency = overhead(stack, token, model, latency_jobs)
         for run in range(runs):
             warm = warm_up if run == 0 else 0
             for task in tasks:
@@ -133,7 +136,6 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
                 runs_of["naive_runs"].append(naive_rate(naive, images, task, warm))
                 print(f"run {run + 1}/{runs} {task}: LensQ {runs_of['lensq_runs'][-1]:.1f} jobs/s, via batches "
                       f"{runs_of['lensq_batches_runs'][-1]:.1f}, naive {runs_of['naive_runs'][-1]:.1f}", flush=True)
-        latency = overhead(stack, token, model, latency_jobs)
     finally:
         stack.stop()
         if naive is not None:
@@ -226,8 +228,9 @@ def scale_out(model: str, images: list[bytes]) -> dict:
     return figures
 
 
-def stage_costs(model: str, images: list[bytes]) -> dict:
-    """Per-job CPU cost of each stage both services run, on one thread in this process (ms per job, median of 5)."""
+def stage_costs(model: str, images: list[bytes], tasks: tuple[str, ...] = ("caption",)) -> dict:
+    """Per-job CPU cost of each stage both services run, on one thread in this process (ms per job, median of 5);
+    the model's at batch 1 and at batch len(images) for each task."""
     import io
 
     import open_clip
@@ -250,13 +253,21 @@ def stage_costs(model: str, images: list[bytes]) -> dict:
         work()  # warm-up
         return 1000 * median([timed(work) for _ in range(5)]) / count
 
+    def model_call(task: str, chosen: list, first: int = 0) -> None:
+        """One call on `chosen`, the images from index `first` on, with the questions their jobs carry."""
+        if task == "vqa":
+            pipeline.answer(chosen, [QUESTIONS[(first + i) % len(QUESTIONS)] for i in range(len(chosen))])
+        else:
+            pipeline.caption(chosen)
+
     one = prepared[:4]
     return {
         "api_stored_copy": per_job(lambda: [check_image(d, settings) for d in images]),
         "lensq_worker_decode": per_job(lambda: [pipeline.prepare(d) for d in stored]),
         "naive_decode": per_job(lambda: [transform(Image.open(io.BytesIO(d)).convert("RGB")) for d in images]),
-        "model_batch_1": per_job(lambda: [pipeline.caption([image]) for image in one], len(one)),
-        "model_batch_n": per_job(lambda: pipeline.caption(prepared)),
+        "model": {task: {"batch_1": per_job(lambda: [model_call(task, [image], i) for i, image in enumerate(one)],
+                                             len(one)),
+                         "batch_n": per_job(lambda: model_call(task, prepared))} for task in tasks},
         "batch": len(images),
     }
 
@@ -278,7 +289,8 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
         f"is the median of each run's ratio. Target: LensQ ≥ 5x.\n\n"
         + table(["task", "naive jobs/s", "LensQ jobs/s", "LensQ / naive", "LensQ via /v1/batches, jobs/s",
                  "batches / naive", "each run's LensQ / naive"], rows),
-        f"**4a. Service overhead at light load.** {latency['jobs']} caption jobs one at a time (a 64x64 PNG), "
+        f"**4a. Service overhead at light load.** {latency['jobs']} caption jobs one at a time (a 64x64 PNG), on "
+        f"the stack just started, before the throughput runs, "
         f"submit to `finished_at` in the ledger, minus the model's own time for that image at batch 1 "
         f"({latency['model_seconds'] * 1000:.1f} ms, decode included, median). Latency p50 "
         f"{latency['latency_p50'] * 1000:.1f} ms, p99 {latency['latency_p99'] * 1000:.1f} ms; **overhead p50 "
@@ -297,11 +309,13 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
             f"**{costs['api_stored_copy']:.1f}**; its worker decodes that copy at a reduced DCT scale and fits it to "
             f"the model's input **{costs['lensq_worker_decode']:.1f}** (on the preprocessing threads, while the "
             f"model runs the previous batch); the naive worker's full decode + open_clip transform "
-            f"**{costs['naive_decode']:.1f}**; the model's caption at batch 1 **{costs['model_batch_1']:.1f}**, at "
-            f"batch {costs['batch']} **{costs['model_batch_n']:.1f}**. With both models on one thread, the model "
-            f"alone allows LensQ {costs['model_batch_1'] / costs['model_batch_n']:.1f}x the naive service's rate; "
-            f"the rest of the ratio comes from each service's overhead per job (the naive service pays a Celery task, "
-            f"a row write and a full-size decode per job, LensQ one claim and one write per batch).")
+            f"**{costs['naive_decode']:.1f}**; the model at batch 1 and at batch {costs['batch']}: "
+            + "; ".join(f"{task} **{m['batch_1']:.1f}** and **{m['batch_n']:.1f}**" for task, m in costs["model"].items())
+            + ". With both models on one thread, the model alone allows LensQ "
+            + ", ".join(f"{m['batch_1'] / m['batch_n']:.1f}x on {task}" for task, m in costs["model"].items())
+            + " the naive service's rate; the rest of the ratio comes from each service's overhead per job (the naive "
+            "service pays a Celery task, a row write and a full-size decode per job, LensQ one claim and one write per "
+            "batch).")
     if scaled:
         ratio = scaled[2] / scaled[1]
         parts.append(
@@ -331,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     versus, latency = versus_naive(args.model, job_photos(args.jobs, args.side), tuple(args.tasks.split(",")),
                                    args.latency_jobs, args.runs, warm_up=0 if args.smoke else WARM_UP_JOBS)
     scaled = scale_out(args.model, job_photos(args.scale_jobs, args.side)) if args.scale_jobs else {}
-    costs = stage_costs(args.model, job_photos(4 if args.smoke else 32, args.side))
+    costs = stage_costs(args.model, job_photos(4 if args.smoke else 32, args.side), tuple(args.tasks.split(",")))
     figures = {"versus_naive": versus, "latency": latency, "scale_out": scaled, "jobs": args.jobs, "side": args.side,
                "stage_ms_per_job": costs}
     write_section(args.json, "1, 4a, 7. End to end: against the naive service, overhead, scale-out",

@@ -43,6 +43,8 @@ def test_end_to_end_runs_lensq_and_the_naive_service(tmp_path):
     caption = figures["versus_naive"]["caption"]
     assert caption["lensq"] > 0 and caption["naive"] > 0 and caption["lensq_batches"] > 0
     assert figures["latency"]["latency_p50"] > 0
+    model = figures["stage_ms_per_job"]["model"]["caption"]
+    assert model["batch_1"] > 0 and model["batch_n"] > 0
 
 
 @pytest.mark.timeout(120)
