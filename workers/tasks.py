@@ -64,8 +64,11 @@ class ReadyBatch:
 
 def claim_ready_batch(*, queue: str, worker_id: str, settings: WorkerSettings, pipeline: Any) -> ReadyBatch | None:
     """Claims a batch and decodes its images; None when the queue is empty."""
-    if settings.batch_fill_wait_seconds > 0:
-        wait_for_fill(queue=queue, settings=settings)
+    if settings.batch_fill_wait_seconds > 0 and wait_for_fill(queue=queue, settings=settings) == 0:
+        # Nothing queued: no claim (on SQLite it would take the write lock). A job committed after this count
+        # is rung for after its commit, so the ring that finds it is still to come. Most rings of a stream of
+        # single submissions end here: their jobs were claimed in batches with earlier ones.
+        return None
     with session_scope() as session:
         claim = claim_batch(session, queue=queue, worker_id=worker_id, limit=settings.batch_size,
                             lease_seconds=settings.lease_seconds)

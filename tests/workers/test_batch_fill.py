@@ -76,3 +76,31 @@ def test_jobs_arriving_one_by_one_are_claimed_as_one_full_batch(ledger_env, sess
     with session_factory.begin() as session:
         claim = claim_batch(session, queue=queue, worker_id="test", limit=8, lease_seconds=30)
     assert len(claim.jobs) == 8
+
+
+def test_a_ring_on_an_empty_queue_ends_at_its_count_without_a_claim(ledger_env, session_factory, tenant):
+    # Single submissions ring once each, so most rings of a burst find their jobs already claimed: such a ring
+    # costs one count, not a count and a claim (on SQLite a claim takes the write lock the API is waiting for).
+    from sqlalchemy import Engine, event
+
+    from workers.tasks import claim_ready_batch
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    queue = f"fill-{uuid.uuid4().hex[:8]}"
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        assert claim_ready_batch(queue=queue, worker_id="test", settings=_settings(), pipeline=None) is None
+        empty = list(statements)
+        _enqueue(session_factory, tenant, queue, 2)
+        statements.clear()
+        batch = claim_ready_batch(queue=queue, worker_id="test", settings=_settings(), pipeline=None)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert empty and not any("FOR UPDATE" in s or s.lstrip().upper().startswith("UPDATE") for s in empty)
+    assert batch is not None and batch.size == 2  # with jobs queued the same call claims them
+    batch.keeper.stop()
+    assert any("FOR UPDATE" in s for s in statements)
