@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, text
 from benchmarks.figures import median, percentile, table, timed, write_section
 from benchmarks.images import QUESTIONS, easy_vqa_items, job_photos, png_bytes
 from benchmarks.light_client import post_all
+from benchmarks.process_cpu import CpuMeter, service_meter
 from benchmarks.stack import Stack, api_client, new_tenant_token
 
 CLIENT_CONCURRENCY = 8
@@ -63,20 +65,24 @@ NAIVE_DONE = ("SELECT count(*), max(finished_at) FROM naive_jobs WHERE task = :t
 WARM_UP_JOBS = 4
 
 
-def timed_rate(engine, submit, bodies: list[bytes], task: str, done_sql: str, warm_up: int) -> float:
-    """Jobs/s of the `task` jobs in `bodies`, after `warm_up` jobs (first calls allocate and fill caches)."""
+def timed_rate(engine, submit, bodies: list[bytes], task: str, done_sql: str, warm_up: int,
+               meter: CpuMeter) -> tuple[float, dict[str, float]]:
+    """Jobs/s of the `task` jobs in `bodies`, after `warm_up` jobs (first calls allocate and fill caches), and the
+    CPU ms per job of each of the meter's process groups over the timed window."""
     if warm_up:
         warm_up_started = datetime.now(timezone.utc)
         submit(bodies[:warm_up])
         wait_done(engine, done_sql, {"task": task, "since": warm_up_started}, min(warm_up, len(bodies)))
+    cpu_before = meter.snapshot()
     started = submit(bodies)
     since = datetime.fromtimestamp(started, timezone.utc)
-    return len(bodies) / (wait_done(engine, done_sql, {"task": task, "since": since}, len(bodies)) - started)
+    rate = len(bodies) / (wait_done(engine, done_sql, {"task": task, "since": since}, len(bodies)) - started)
+    return rate, {group: 1000 * seconds / len(bodies) for group, seconds in meter.used_since(cpu_before).items()}
 
 
-def lensq_rate(stack: Stack, token: str, images: list[bytes], task: str, warm_up: int) -> float:
+def lensq_rate(stack: Stack, token: str, images: list[bytes], task: str, warm_up: int) -> tuple[float, dict]:
     return timed_rate(create_engine(stack.database_url), submitter(stack.api_url, "/v1/jobs", token),
-                      encoded_bodies(task, images), task, LENSQ_DONE, warm_up)
+                      encoded_bodies(task, images), task, LENSQ_DONE, warm_up, service_meter(stack.processes))
 
 
 def lensq_batch_rate(stack: Stack, token: str, images: list[bytes], task: str) -> float:
@@ -93,10 +99,10 @@ def lensq_batch_rate(stack: Stack, token: str, images: list[bytes], task: str) -
         return len(images) / (wait_done(engine, LENSQ_DONE, {"task": task, "since": since}, len(images)) - started)
 
 
-def naive_rate(stack: Stack, images: list[bytes], task: str, warm_up: int) -> float:
+def naive_rate(stack: Stack, images: list[bytes], task: str, warm_up: int) -> tuple[float, dict]:
     bodies = encoded_bodies(task, images, shape=lambda body: body | {"image": body["image"].split(",")[1]})
     return timed_rate(create_engine(stack.database_url), submitter(stack.api_url, "/jobs", ""), bodies, task,
-                      NAIVE_DONE, warm_up)
+                      NAIVE_DONE, warm_up, service_meter(stack.processes))
 
 
 def start_naive(model: str) -> Stack:
@@ -116,7 +122,8 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
     """Jobs/s of LensQ (one worker) and of the naive service (one worker) on the same jobs, interleaved: each run
     times LensQ (single submissions, then batches) and then the naive service on every task, so both see the
     same load from the rest of the machine; and, before those, LensQ's latency at light load on the same stack."""
-    figures: dict = {task: {"lensq_runs": [], "lensq_batches_runs": [], "naive_runs": []} for task in tasks}
+    figures: dict = {task: {"lensq_runs": [], "lensq_batches_runs": [], "naive_runs": [], "lensq_cpu_runs": [],
+                            "naive_cpu_runs": []} for task in tasks}
     stack = Stack.create({"LENSQ_MODEL": model})
     naive = None
     try:
@@ -131,9 +138,9 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
             warm = warm_up if run == 0 else 0
             for task in tasks:
                 runs_of = figures[task]
-                runs_of["lensq_runs"].append(lensq_rate(stack, token, images, task, warm))
+                record_run(runs_of, "lensq", lensq_rate(stack, token, images, task, warm))
                 runs_of["lensq_batches_runs"].append(lensq_batch_rate(stack, token, images, task))
-                runs_of["naive_runs"].append(naive_rate(naive, images, task, warm))
+                record_run(runs_of, "naive", naive_rate(naive, images, task, warm))
                 print(f"run {run + 1}/{runs} {task}: LensQ {runs_of['lensq_runs'][-1]:.1f} jobs/s, via batches "
                       f"{runs_of['lensq_batches_runs'][-1]:.1f}, naive {runs_of['naive_runs'][-1]:.1f}", flush=True)
     finally:
@@ -147,7 +154,16 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
         # Each run's ratio is measured side by side; the figure is their median.
         f["ratio"] = median([a / b for a, b in zip(f["lensq_runs"], f["naive_runs"])])
         f["ratio_batches"] = median([a / b for a, b in zip(f["lensq_batches_runs"], f["naive_runs"])])
+        for service in ("lensq", "naive"):
+            f[f"{service}_cpu_ms_per_job"] = {group: median([run[group] for run in f[f"{service}_cpu_runs"]])
+                                              for group in f[f"{service}_cpu_runs"][0]}
     return figures, latency
+
+
+def record_run(runs_of: dict, service: str, measured: tuple[float, dict]) -> None:
+    rate, cpu = measured
+    runs_of[f"{service}_runs"].append(rate)
+    runs_of[f"{service}_cpu_runs"].append(cpu)
 
 
 def model_seconds(model: str, image: bytes, runs: int) -> float:
@@ -272,6 +288,26 @@ def stage_costs(model: str, images: list[bytes], tasks: tuple[str, ...] = ("capt
     }
 
 
+CPU_GROUPS = (("api", "API"), ("worker", "worker"), ("postgres", "Postgres"), ("redis", "Redis"),
+              ("client", "client"))
+
+
+def cpu_table(versus: dict) -> str:
+    """Where each service's CPU went during its timed single-submission runs, per job, beside its wall time."""
+    rows = []
+    for task, f in versus.items():
+        for service, name in (("naive", "naive"), ("lensq", "LensQ")):
+            cpu = f[f"{service}_cpu_ms_per_job"]
+            rows.append([task, name, *(f"{cpu[group]:.1f}" for group, _ in CPU_GROUPS),
+                         f"**{sum(cpu.values()):.1f}**", f"{1000 / f[service]:.1f}"])
+    cores = os.cpu_count() or 1
+    return (f"CPU time per job during those runs (ms, median of the runs; from /proc: the API and worker processes, "
+            f"all of Postgres's and Redis's processes, and the benchmark's own process, which is the client). Each "
+            f"service's processes share this machine's {cores} cores, so a service's wall time per job is at least "
+            f"its total CPU / {cores}; the worker's share includes the model.\n\n"
+            + table(["task", "service", *(label for _, label in CPU_GROUPS), "total", "wall ms per job"], rows))
+
+
 def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
     rows = [[task, f"{f['naive']:.1f}", f"{f['lensq']:.1f}", f"**{f['ratio']:.1f}x**", f"{f['lensq_batches']:.1f}",
              f"**{f['ratio_batches']:.1f}x**",
@@ -289,6 +325,7 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
         f"is the median of each run's ratio. Target: LensQ ≥ 5x.\n\n"
         + table(["task", "naive jobs/s", "LensQ jobs/s", "LensQ / naive", "LensQ via /v1/batches, jobs/s",
                  "batches / naive", "each run's LensQ / naive"], rows),
+        cpu_table(versus),
         f"**4a. Service overhead at light load.** {latency['jobs']} caption jobs one at a time (a 64x64 PNG), on "
         f"the stack just started, before the throughput runs, "
         f"submit to `finished_at` in the ledger, minus the model's own time for that image at batch 1 "
