@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import torch
 from torch import nn
+from transformers import DynamicCache
 
 _ACTIVE: ContextVar[bool] = ContextVar("lensq_last_position_only", default=False)
 _HOOKED = "_lensq_last_position_hook"  # attribute on the top layer once it carries the hook
@@ -72,8 +74,11 @@ def _cache_all_but_last(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tu
     cache_key = "cache" if "cache" in kwargs else "past_key_values"
     cache, mask = kwargs.get(cache_key), kwargs.get("attention_mask")
     angles = kwargs.get("position_embeddings")
-    # Only a 4-D mask (B, 1, T, T) can be cut to the last query's row; a 2-D one (flash attention) is left alone.
-    if hidden is None or hidden.shape[1] < 2 or cache is None or angles is None or (mask is not None and mask.dim() != 4):
+    # Only a 4-D mask tensor (B, 1, T, T) can be cut to the last query's row: a 2-D one (flash attention) or a
+    # block mask is left alone, and so is any cache but the growing one that generation uses.
+    cuttable_mask = mask is None or (isinstance(mask, torch.Tensor) and mask.dim() == 4)
+    if hidden is None or hidden.shape[1] < 2 or not isinstance(cache, DynamicCache) or angles is None \
+            or not cuttable_mask:
         return None
     attention = layer.self_attn
     earlier = layer.input_layernorm(hidden[:, :-1])  # (B, T-1, D)
