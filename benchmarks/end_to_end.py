@@ -24,9 +24,14 @@ CLIENT_CONCURRENCY = 8
 WORKER_THREADS = {"OMP_NUM_THREADS": "1"}
 
 
+def question_of(index: int) -> str:
+    """The question VQA job number `index` asks."""
+    return QUESTIONS[index % len(QUESTIONS)]
+
+
 def job_body(task: str, image: bytes, index: int) -> dict:
     body = {"task": task, "image": "data:image/jpeg;base64," + base64.b64encode(image).decode()}
-    return body | ({"question": QUESTIONS[index % len(QUESTIONS)]} if task == "vqa" else {})
+    return body | ({"question": question_of(index)} if task == "vqa" else {})
 
 
 def encoded_bodies(task: str, images: list[bytes], shape=lambda body: body) -> list[bytes]:
@@ -131,8 +136,8 @@ def versus_naive(model: str, images: list[bytes], tasks: tuple[str, ...], latenc
         stack.start_workers(1, env=WORKER_THREADS)
         token = new_tenant_token(stack.database_url)
         naive = start_naive(model)
-        # Light load first: right after 20,000 throughput jobs Postgres is still busy with their aftermath
-        # (every part of a job's path measured about a third slower there), which is not light load.
+        # Light load first, on the idle stack: an earlier run measured every part of a job's path about a third
+        # slower right after 20,000 throughput jobs than after 4,000 (Postgres's aftermath of the burst, likely).
         latency = overhead(stack, token, model, latency_jobs)
         for run in range(runs):
             warm = warm_up if run == 0 else 0
@@ -272,7 +277,7 @@ def stage_costs(model: str, images: list[bytes], tasks: tuple[str, ...] = ("capt
     def model_call(task: str, chosen: list, first: int = 0) -> None:
         """One call on `chosen`, the images from index `first` on, with the questions their jobs carry."""
         if task == "vqa":
-            pipeline.answer(chosen, [QUESTIONS[(first + i) % len(QUESTIONS)] for i in range(len(chosen))])
+            pipeline.answer(chosen, [question_of(first + i) for i in range(len(chosen))])
         else:
             pipeline.caption(chosen)
 

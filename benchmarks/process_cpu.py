@@ -54,10 +54,10 @@ class CpuMeter:
                 for name in self.groups}
 
 
-def service_meter(processes: list, worker_count: int = 1) -> CpuMeter:
-    """A meter for one benchmark stack: its API (the first process), its workers (the next ones), the machine's
+def service_meter(processes: list) -> CpuMeter:
+    """A meter for one benchmark stack: its API (the first process), its workers (the rest), the machine's
     Postgres and Redis (shared with any other stack, idle meanwhile) and this process (the client)."""
-    api, workers = processes[0], processes[1:1 + worker_count]
+    api, workers = processes[0], processes[1:]
     return CpuMeter({"api": lambda: [api.pid], "worker": lambda: [w.pid for w in workers],
                      "postgres": lambda: pids_named("postgres"), "redis": lambda: pids_named("redis-server"),
                      "client": None})
