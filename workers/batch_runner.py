@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from db.models import ErrorCode
 from db.queries import ClaimedJob, JobOutcome
 from workers.adapters import VersionUnusable, tuned_pipelines
-from workers.config import WorkerSettings
+from workers.config import WorkerSettings, current_settings
 from workers.faults import stall_if_marked, stall_seconds
 from workers.metrics import timed_model_call
 from workers.model import preprocess_pool
@@ -128,7 +128,7 @@ def _run_group(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[st
 def run_batch(pipeline: Any, jobs: list[ClaimedJob], budget: CallBudget | None = None,
               decoded: DecodedImages | None = None) -> list[JobOutcome]:
     """One outcome per claimed job, in claim order; `decoded`: the jobs' images, when decoded ahead of time."""
-    budget = budget or CallBudget.from_settings(WorkerSettings())
+    budget = budget or CallBudget.from_settings(current_settings())
     decoded = decoded or decode_all(pipeline, jobs)
     images, decode_errors = decoded.images, decoded.errors
     outcomes: dict[Any, JobOutcome] = {

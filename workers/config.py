@@ -1,4 +1,6 @@
 """Settings of the workers package: broker, queues, model and batching, leases, time limits and the sweeper."""
+import functools
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -89,6 +91,21 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"a message may run {message_time_limit(self):.0f}s, not below the broker's visibility "
                              f"timeout of {self.visibility_timeout_seconds}s: lower the time limits or raise it")
         return self
+
+
+def current_settings() -> WorkerSettings:
+    """The settings the environment gives now, built once per distinct set of LENSQ_* variables.
+
+    Building WorkerSettings reads and validates every field (about 1.5 ms); a doorbell that did it on each message
+    paid that on every lone job's path. The cache key is the variables themselves, so a changed environment (a
+    test's, or a deployment's restart) is still read. Treat the result as read-only: callers share it."""
+    return _settings_for(tuple(sorted((name, value) for name, value in os.environ.items()
+                                      if name.upper().startswith("LENSQ_"))))
+
+
+@functools.lru_cache(maxsize=8)
+def _settings_for(_environment: tuple[tuple[str, str], ...]) -> WorkerSettings:
+    return WorkerSettings()
 
 
 def worst_batch_seconds(settings: WorkerSettings) -> float:
