@@ -12,13 +12,23 @@ from typing import Any
 from celery import signals
 from sqlalchemy.exc import OperationalError
 
-from db.queries import Claim, JobOutcome, claim_batch, count_queued, hand_back_claim, queue_has_work, write_results
+from db.models import utcnow
+from db.queries import (
+    Claim,
+    JobOutcome,
+    QueueDepth,
+    claim_batch,
+    count_queued,
+    hand_back_claim,
+    queue_has_work,
+    write_results,
+)
 from db.session import session_scope
 from db.structured_logs import bind_log_context, log_scope
 from workers import worker_logs  # noqa: F401  (JSON log lines when LENSQ_LOG_FORMAT=json)
 from workers.batch_runner import CallBudget, DecodedImages, decode_all, run_batch
 from workers.celery_app import RUN_QUEUE_TASK, app, ring
-from workers.config import WorkerSettings, train_queue
+from workers.config import WorkerSettings, current_settings, train_queue
 from workers.fine_tuning import run_fine_tuning_queue
 from workers.leases import LeaseKeeper
 from workers.metrics import record_claim, record_results
@@ -36,16 +46,27 @@ def wait_for_fill(*, queue: str, settings: WorkerSettings) -> int:
     """Waits (at most batch_fill_wait_seconds) while the queue is short of a batch and still growing.
 
     Jobs submitted one by one arrive milliseconds apart: a short wait turns a stream of batches of one into a
-    few full batches. The wait ends as soon as a poll sees no new job, so a lone job is not held back."""
+    few full batches. The queue has stopped growing once a poll sees no new job, or once its newest job has waited
+    a poll interval already: a lone job, which its doorbell brings here milliseconds after its commit, is claimed
+    at the first count instead of after a sleep and a second one."""
     deadline = time.monotonic() + settings.batch_fill_wait_seconds
     seen = -1
     while True:
         with session_scope() as session:
-            waiting = count_queued(session, queue=queue, limit=settings.batch_size)
-        if waiting in (0, seen) or waiting >= settings.batch_size or time.monotonic() >= deadline:
+            depth = count_queued(session, queue=queue, limit=settings.batch_size)
+        waiting = depth.waiting
+        if (waiting in (0, seen) or waiting >= settings.batch_size or time.monotonic() >= deadline
+                or _queued_a_poll_ago(depth, settings)):
             return waiting
         seen = waiting
         time.sleep(settings.batch_fill_poll_seconds)
+
+
+def _queued_a_poll_ago(depth: QueueDepth, settings: WorkerSettings) -> bool:
+    """Whether the newest waiting job was queued at least one poll interval ago (by the API's clock against this
+    one's: a skew only makes the wait one poll longer or shorter, as before this check)."""
+    newest = depth.newest_queued_at
+    return newest is not None and (utcnow() - newest).total_seconds() >= settings.batch_fill_poll_seconds
 
 
 @dataclass
@@ -202,7 +223,7 @@ def _result_or_none(future: Future) -> ReadyBatch | None:
 def run_queue(self, queue: str, reason: str = "submitted") -> int:
     """A doorbell: whatever is queued on `queue` gets claimed; a stale or duplicate ring claims nothing."""
     worker_id = f"{self.request.hostname or 'worker'}/{os.getpid()}"
-    settings = WorkerSettings()
+    settings = current_settings()
     try:
         with log_scope(queue=queue):  # this message's lines name its queue, and each batch's its lease
             if queue == train_queue(settings):  # fine-tuning: one training job per ring, not the batch loop

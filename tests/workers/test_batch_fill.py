@@ -31,7 +31,7 @@ def _enqueue(session_factory, tenant, queue: str, count: int, start: int = 0) ->
 
 
 def _settings(**values) -> WorkerSettings:
-    return WorkerSettings(batch_size=8, batch_fill_wait_seconds=3.0, batch_fill_poll_seconds=0.05, **values)
+    return WorkerSettings(**{"batch_size": 8, "batch_fill_wait_seconds": 3.0, "batch_fill_poll_seconds": 0.05, **values})
 
 
 def test_a_lone_job_is_not_held_for_the_whole_window(ledger_env, session_factory, tenant):
@@ -42,6 +42,54 @@ def test_a_lone_job_is_not_held_for_the_whole_window(ledger_env, session_factory
     started = time.monotonic()
     assert wait_for_fill(queue=queue, settings=_settings()) == 1
     assert time.monotonic() - started < 1.5  # one poll saw no new job; the 3 s window was not used up
+
+
+def test_a_job_queued_a_poll_ago_is_counted_once_and_not_slept_on(ledger_env, session_factory, tenant):
+    # A lone job's doorbell reaches the worker milliseconds after the job was queued: if the queue's newest job
+    # has already waited a poll interval, the queue has stopped growing and a second poll would only add latency.
+    from sqlalchemy import Engine, event
+
+    from workers.tasks import wait_for_fill
+
+    counts: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "count(" in statement.lower():
+            counts.append(statement)
+
+    queue = f"fill-{uuid.uuid4().hex[:8]}"
+    _enqueue(session_factory, tenant, queue, 1)
+    time.sleep(0.06)  # longer than the 50 ms poll
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        started = time.monotonic()
+        assert wait_for_fill(queue=queue, settings=_settings()) == 1
+        elapsed = time.monotonic() - started
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert len(counts) == 1
+    assert elapsed < 0.05  # no poll interval slept
+
+
+def test_a_job_queued_just_now_is_polled_again(ledger_env, session_factory, tenant):
+    from sqlalchemy import Engine, event
+
+    from workers.tasks import wait_for_fill
+
+    counts: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "count(" in statement.lower():
+            counts.append(statement)
+
+    queue = f"fill-{uuid.uuid4().hex[:8]}"
+    _enqueue(session_factory, tenant, queue, 1)
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        assert wait_for_fill(queue=queue, settings=_settings(batch_fill_poll_seconds=0.5)) == 1
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert len(counts) == 2  # it may be the first of a stream: one more poll before the claim
 
 
 def test_an_empty_or_full_queue_does_not_wait(ledger_env, session_factory, tenant):
