@@ -1,11 +1,13 @@
 """Per-key request rate (counters in Redis shared by every API process, or in-process) and per-tenant job quota."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -23,11 +25,11 @@ WINDOW_SECONDS = 60
 # A full quota frees up only as workers finish jobs: a few seconds is a fair first wait.
 QUOTA_RETRY_AFTER_SECONDS = 5
 
-# One atomic step: count this request in the key's window, starting the window (its expiry) on the first one.
+# One atomic step: count ARGV[2] requests in the key's window, starting the window (its expiry) with the first.
 # The TTL guard re-arms a window that somehow lost its expiry, so a key can never stay blocked for good.
 FIXED_WINDOW_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) or redis.call('TTL', KEYS[1]) < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 return {count, redis.call('TTL', KEYS[1])}
@@ -44,6 +46,14 @@ class WindowCounter(Protocol):
         """hit() for the event loop: it never blocks the loop on the counter."""
 
 
+@dataclass
+class _GatheredHits:
+    """Hits of one name waiting to be counted in one round trip, and its outcome: (count after them, TTL)."""
+
+    outcome: asyncio.Future
+    hits: int = 0
+
+
 class RedisWindowCounter:
     """Window counters in Redis, so every API process shares them."""
 
@@ -55,14 +65,40 @@ class RedisWindowCounter:
         # stalling other requests while Redis is slow.
         self.async_client = redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.async_script = self.async_client.register_script(FIXED_WINDOW_SCRIPT)
+        self.gathering: dict[str, _GatheredHits] = {}  # per name: the hits the next round trip counts
+        self.senders: dict[str, asyncio.Task] = {}  # per name: the task sending its round trips, while it has any
 
     def hit(self, name: str, window_seconds: int) -> tuple[int, int]:
-        count, ttl = self.script(keys=[f"lensq:rate:{name}"], args=[window_seconds])
+        count, ttl = self.script(keys=[f"lensq:rate:{name}"], args=[window_seconds, 1])
         return int(count), max(1, int(ttl))
 
     async def hit_async(self, name: str, window_seconds: int) -> tuple[int, int]:
-        count, ttl = await self.async_script(keys=[f"lensq:rate:{name}"], args=[window_seconds])
-        return int(count), max(1, int(ttl))
+        """Hits of one name that arrive together, or while its previous round trip is on its way, are counted in
+        one INCRBY: each gets the count it would have had alone (the script's count minus the hits after it), and
+        a busy key costs Redis one round trip per loop turn, not one per request."""
+        gathered = self.gathering.get(name)
+        if gathered is None:
+            gathered = self.gathering[name] = _GatheredHits(asyncio.get_running_loop().create_future())
+            if name not in self.senders:
+                self.senders[name] = asyncio.create_task(self._send_gathered(name, window_seconds))
+        gathered.hits += 1
+        mine = gathered.hits
+        count, ttl = await asyncio.shield(gathered.outcome)  # a cancelled request leaves the others' count alone
+        return count - gathered.hits + mine, ttl
+
+    async def _send_gathered(self, name: str, window_seconds: int) -> None:
+        """Counts the name's gathered hits, one round trip at a time, until none are left."""
+        try:
+            while (gathered := self.gathering.pop(name, None)) is not None:
+                try:
+                    count, ttl = await self.async_script(keys=[f"lensq:rate:{name}"],
+                                                         args=[window_seconds, gathered.hits])
+                except Exception as exc:  # each waiting request decides what a failed count means
+                    gathered.outcome.set_exception(exc)
+                else:
+                    gathered.outcome.set_result((int(count), max(1, int(ttl))))
+        finally:
+            self.senders.pop(name, None)
 
 
 class LocalWindowCounter:

@@ -178,3 +178,30 @@ def test_a_revoked_key_stores_nothing_even_where_it_is_cached(two_apis, session_
             assert response.status_code == 401 and response.json()["error"]["field"] == "Authorization", response.text
     with session_factory() as session:
         assert session.query(Job).filter(Job.tenant_id == admin["tenant_id"]).count() == 4
+
+
+def test_hits_of_one_key_arriving_together_are_counted_in_fewer_round_trips(redis_url):
+    import asyncio
+
+    import redis
+
+    from services.rate_limits import RedisWindowCounter
+
+    counter = RedisWindowCounter(redis_url)
+    name = f"test:{uuid.uuid4()}"
+    stats = redis.Redis.from_url(redis_url)
+
+    def scripts_run() -> int:
+        calls = stats.info("commandstats")
+        return sum(calls.get(command, {}).get("calls", 0) for command in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    async def hits(count: int) -> list[int]:
+        answers = await asyncio.gather(*(counter.hit_async(name, 60) for _ in range(count)))
+        return [count for count, _ttl in answers]
+
+    before = scripts_run()
+    counts = asyncio.run(hits(50))
+    assert sorted(counts) == list(range(1, 51))  # each request its own count, as if counted one by one
+    assert scripts_run() - before < 50  # gathered: not one round trip each (commandstats is server-wide: other
+    # clients' scripts could only raise the figure)
+    assert counter.hit(name, 60)[0] == 51  # the synchronous counter shares the window
