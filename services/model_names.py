@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.model_versions import default_version, get_model_version
+from db.model_versions import default_version_id, get_model_version
 from db.models import ModelVersion
 from services.config import ServiceSettings
 from services.errors import InputError
@@ -49,8 +49,7 @@ class ModelResolver:
         version of another task."""
         if model is None:
             if task not in self._defaults:
-                default = default_version(self.session, tenant_id=self.tenant_id, task=task)
-                self._defaults[task] = default.id if default else None
+                self._defaults[task] = default_version_id(self.session, tenant_id=self.tenant_id, task=task)
             return self._defaults[task]
         if model in self.settings.fine_tune_base_models:
             return None
