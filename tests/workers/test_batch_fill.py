@@ -1,10 +1,12 @@
 """The worker's fill wait on the real ledger: it waits for a fuller batch while jobs keep arriving, not otherwise."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -44,51 +46,44 @@ def test_a_lone_job_is_not_held_for_the_whole_window(ledger_env, session_factory
     assert time.monotonic() - started < 1.5  # one poll saw no new job; the 3 s window was not used up
 
 
-def test_a_job_queued_a_poll_ago_is_counted_once_and_not_slept_on(ledger_env, session_factory, tenant):
-    # A lone job's doorbell reaches the worker milliseconds after the job was queued: if the queue's newest job
-    # has already waited a poll interval, the queue has stopped growing and a second poll would only add latency.
+@contextlib.contextmanager
+def queue_counts_sent() -> Iterator[list[str]]:
+    """The count statements this process sends to the ledger inside the block."""
     from sqlalchemy import Engine, event
-
-    from workers.tasks import wait_for_fill
 
     counts: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         if "count(" in statement.lower():
             counts.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield counts
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def test_a_job_queued_a_poll_ago_is_counted_once_and_not_slept_on(ledger_env, session_factory, tenant):
+    # A lone job's doorbell reaches the worker milliseconds after the job was queued: if the queue's newest job
+    # has already waited a poll interval, the queue has stopped growing and a second poll would only add latency.
+    from workers.tasks import wait_for_fill
 
     queue = f"fill-{uuid.uuid4().hex[:8]}"
     _enqueue(session_factory, tenant, queue, 1)
     time.sleep(0.06)  # longer than the 50 ms poll
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        started = time.monotonic()
+    with queue_counts_sent() as counts:
         assert wait_for_fill(queue=queue, settings=_settings()) == 1
-        elapsed = time.monotonic() - started
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
-    assert len(counts) == 1
-    assert elapsed < 0.05  # no poll interval slept
+    assert len(counts) == 1  # a poll interval is slept only before a further count: none was
 
 
 def test_a_job_queued_just_now_is_polled_again(ledger_env, session_factory, tenant):
-    from sqlalchemy import Engine, event
-
     from workers.tasks import wait_for_fill
-
-    counts: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "count(" in statement.lower():
-            counts.append(statement)
 
     queue = f"fill-{uuid.uuid4().hex[:8]}"
     _enqueue(session_factory, tenant, queue, 1)
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
+    with queue_counts_sent() as counts:
         assert wait_for_fill(queue=queue, settings=_settings(batch_fill_poll_seconds=0.5)) == 1
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
     assert len(counts) == 2  # it may be the first of a stream: one more poll before the claim
 
 
