@@ -1,6 +1,7 @@
 """FastAPI dependencies: the settings, a database session, the tenant behind the bearer key and its scopes."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -96,6 +97,8 @@ class KeyCache:
         # Bumped on every change: a lookup that began before a change does not store what it read.
         self.generation = 0
         self.lock = threading.Lock()
+        # Per token hash: the ledger read in flight for it, with its event loop (see _shared_look_up).
+        self.lookups: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         KeyCache._every.add(self)
 
     def get(self, token_hash: str) -> CurrentTenant | None:
@@ -169,11 +172,29 @@ def _unknown_key() -> InputError:
     return InputError("Authorization", "unknown or revoked API key", 401, {"WWW-Authenticate": "Bearer"})
 
 
+async def _shared_look_up(request: Request, token: str, token_hash: str, settings: ServiceSettings,
+                          cache: KeyCache) -> CurrentTenant | None:
+    """_look_up_key for the intake routes, one read at a time per key: when a busy key's cache entry lapses, every
+    request of it in flight would otherwise read the ledger at once (32 reads queued on the connection pool at
+    concurrency 32); those arriving while a read runs wait for it, which began after they did not."""
+    loop = asyncio.get_running_loop()
+    in_flight = cache.lookups.get(token_hash)
+    if in_flight is None or in_flight[0] is not loop:
+        lookup = asyncio.ensure_future(run_in_threadpool(_look_up_key, request.app.state.session_factory, token,
+                                                         settings, cache))
+        in_flight = cache.lookups[token_hash] = (loop, lookup)
+        lookup.add_done_callback(lambda done: cache.lookups.pop(token_hash, None)
+                                 if cache.lookups.get(token_hash, (None, None))[1] is done else None)
+    return await asyncio.shield(in_flight[1])  # a client that goes away leaves the read to the others
+
+
 async def _tenant_of_request(request: Request, settings: ServiceSettings, *, cached: bool) -> CurrentTenant:
     token = _bearer_token(request)
     cache: KeyCache = request.app.state.key_cache
-    current = cache.get(hash_api_key(token)) if cached else None
-    if current is None:
+    if cached:
+        token_hash = hash_api_key(token)
+        current = cache.get(token_hash) or await _shared_look_up(request, token, token_hash, settings, cache)
+    else:
         current = await run_in_threadpool(_look_up_key, request.app.state.session_factory, token, settings, cache)
     if current is None:
         raise _unknown_key()
