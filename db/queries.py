@@ -371,21 +371,23 @@ class Claim:
 CLAIM_ORDER = (Job.priority.desc(), Job.created_at, Job.batch_index, Job.id)
 
 
-def _queued_to_claim(queue: str, limit: int):
-    """The queue's next `limit` queued jobs, in claim order."""
+def _queued_to_claim(queue: Any, limit: Any):
+    """The queue's next `limit` queued jobs, in claim order (values, or bound parameters for a prebuilt statement)."""
     return (select(Job.id).where(Job.queue == queue, Job.status == JobStatus.queued.value)
             .order_by(*CLAIM_ORDER).limit(limit))
 
 
+# Besides these a claim counts one more attempt (attempts + 1, computed by the database).
+LEASE_COLUMNS = ("status", "lease_owner", "lease_token", "lease_expires_at", "started_at", "updated_at")
+
+
 def _lease_values(claim: Claim, worker_id: str, lease_seconds: float) -> dict[str, Any]:
-    """The columns a claim sets on each job it takes."""
+    """The LEASE_COLUMNS a claim sets on each job it takes."""
     now = utcnow()
     return {"status": JobStatus.running.value, "lease_owner": worker_id, "lease_token": claim.lease_token,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds), "attempts": Job.attempts + 1,
-            "started_at": now, "updated_at": now}
+            "lease_expires_at": now + timedelta(seconds=lease_seconds), "started_at": now, "updated_at": now}
 
 
-LEASE_COLUMNS = ("status", "lease_owner", "lease_token", "lease_expires_at", "started_at", "updated_at")
 CLAIMED_COLUMNS = (Job.id, Job.task, Job.params, Job.image_sha256, Job.attempts, Job.model_version_id)
 
 
@@ -401,10 +403,8 @@ def _claim_statement():
     classes (the ORM would fill in the lease's values itself): putting its CTEs together costs more than running it.
     No parameter is named after a column of jobs: in a statement holding an UPDATE, that name would SET the column."""
     jobs, images = Job.__table__, Image.__table__
-    picked = (select(jobs.c.id)
-              .where(jobs.c.queue == bindparam("claim_queue"), jobs.c.status == JobStatus.queued.value)
-              .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.batch_index, jobs.c.id)
-              .limit(bindparam("claim_limit")).with_for_update(skip_locked=True).cte("picked"))
+    picked = (_queued_to_claim(bindparam("claim_queue"), bindparam("claim_limit"))
+              .with_for_update(skip_locked=True).cte("picked"))
     leased = (update(jobs).where(jobs.c.id.in_(select(picked.c.id)))
               .values({name: bindparam(f"b_{name}", type_=jobs.c[name].type) for name in LEASE_COLUMNS}
                       | {"attempts": jobs.c.attempts + 1})
@@ -422,14 +422,15 @@ def claim_batch(session: Session, *, queue: str, worker_id: str, limit: int, lea
     if is_postgres(session):
         lease = _lease_values(claim, worker_id, lease_seconds)
         rows = session.execute(_claim_statement(), {"claim_queue": queue, "claim_limit": limit,
-                                                    **{f"b_{name}": lease[name] for name in LEASE_COLUMNS}})
+                                                    **{f"b_{name}": value for name, value in lease.items()}})
         claim.jobs.extend(_claimed_job(row) for row in rows)
         return claim
     # SQLite: the transaction began with BEGIN IMMEDIATE (db.session), so this worker is the only writer.
     ids = list(session.scalars(_queued_to_claim(queue, limit)))
     if not ids:
         return claim
-    session.execute(update(Job).where(Job.id.in_(ids)).values(_lease_values(claim, worker_id, lease_seconds)))
+    session.execute(update(Job).where(Job.id.in_(ids))
+                    .values(_lease_values(claim, worker_id, lease_seconds) | {"attempts": Job.attempts + 1}))
     rows = session.execute(
         select(*CLAIMED_COLUMNS, Image.data)
         .join(Image, (Image.tenant_id == Job.tenant_id) & (Image.sha256 == Job.image_sha256))
