@@ -183,8 +183,12 @@ async def _shared_look_up(request: Request, token: str, token_hash: str, setting
         lookup = asyncio.ensure_future(run_in_threadpool(_look_up_key, request.app.state.session_factory, token,
                                                          settings, cache))
         in_flight = cache.lookups[token_hash] = (loop, lookup)
-        lookup.add_done_callback(lambda done: cache.lookups.pop(token_hash, None)
-                                 if cache.lookups.get(token_hash, (None, None))[1] is done else None)
+
+        def forget(done: asyncio.Future) -> None:  # unless another loop's read has taken the key's place since
+            if cache.lookups.get(token_hash, (None, None))[1] is done:
+                del cache.lookups[token_hash]
+
+        lookup.add_done_callback(forget)
     return await asyncio.shield(in_flight[1])  # a client that goes away leaves the read to the others
 
 
