@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import Engine, event
 from starlette.requests import Request
+
+from sql_statements import statements_sent
 
 
 def test_requests_of_one_key_arriving_together_read_the_ledger_once(database_url, redis_url, tenant):
@@ -14,12 +15,6 @@ def test_requests_of_one_key_arriving_together_read_the_ledger_once(database_url
 
     settings = ServiceSettings(rate_limit_redis_url=redis_url)
     app = create_app(settings, database_url)
-    key_reads: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "FROM api_keys" in statement and "key_hash" in statement:
-            key_reads.append(statement)
-
     def intake_request() -> Request:
         return Request({"type": "http", "method": "POST", "path": "/v1/jobs", "query_string": b"", "app": app,
                         "headers": [(b"authorization", f"Bearer {tenant.token}".encode())]})
@@ -27,17 +22,14 @@ def test_requests_of_one_key_arriving_together_read_the_ledger_once(database_url
     async def burst(count: int) -> list:
         return await asyncio.gather(*(get_intake_tenant(intake_request(), settings, None) for _ in range(count)))
 
-    async def two_bursts() -> tuple[list, int, list]:  # one event loop, as in an API process
+    async def two_bursts(key_reads: list[str]) -> tuple[list, int, list]:  # one event loop, as in an API process
         first = await burst(20)
         reads = len(key_reads)
         app.state.key_cache.entries.clear()  # the entry lapses, as it does every KEY_CACHE_SECONDS
         return first, reads, await burst(20)
 
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        first, after_first, second = asyncio.run(two_bursts())
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
+    with statements_sent(lambda statement: "FROM api_keys" in statement and "key_hash" in statement) as key_reads:
+        first, after_first, second = asyncio.run(two_bursts(key_reads))
     assert {current.id for current in first + second} == {tenant.id}
     assert after_first == 1  # 20 requests, one read of the key
     assert len(key_reads) == 2  # and one more once the entry lapsed

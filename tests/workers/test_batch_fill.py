@@ -1,17 +1,16 @@
 """The worker's fill wait on the real ledger: it waits for a fuller batch while jobs keep arriving, not otherwise."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from db.queries import ImageFacts, NewJob, claim_batch, insert_jobs, store_image
 from image_factory import shape_png
+from sql_statements import statements_sent
 from workers.config import WorkerSettings
 
 
@@ -46,22 +45,9 @@ def test_a_lone_job_is_not_held_for_the_whole_window(ledger_env, session_factory
     assert time.monotonic() - started < 1.5  # one poll saw no new job; the 3 s window was not used up
 
 
-@contextlib.contextmanager
-def queue_counts_sent() -> Iterator[list[str]]:
+def queue_counts_sent():
     """The count statements this process sends to the ledger inside the block."""
-    from sqlalchemy import Engine, event
-
-    counts: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "count(" in statement.lower():
-            counts.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield counts
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
+    return statements_sent(lambda statement: "count(" in statement.lower())
 
 
 def test_a_job_queued_a_poll_ago_is_counted_once_and_not_slept_on(ledger_env, session_factory, tenant):
@@ -122,27 +108,17 @@ def test_jobs_arriving_one_by_one_are_claimed_as_one_full_batch(ledger_env, sess
 
 
 def test_a_ring_on_an_empty_queue_ends_at_its_count_without_a_claim(ledger_env, session_factory, tenant):
-    # Single submissions ring once each, so most rings of a burst find their jobs already claimed: such a ring
+    # Single submissions ring every few milliseconds, so most rings of a burst find their jobs claimed: such a ring
     # costs one count, not a count and a claim (on SQLite a claim takes the write lock the API is waiting for).
-    from sqlalchemy import Engine, event
-
     from workers.tasks import claim_ready_batch
 
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
     queue = f"fill-{uuid.uuid4().hex[:8]}"
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
+    with statements_sent() as statements:
         assert claim_ready_batch(queue=queue, worker_id="test", settings=_settings(), pipeline=None) is None
         empty = list(statements)
         _enqueue(session_factory, tenant, queue, 2)
         statements.clear()
         batch = claim_ready_batch(queue=queue, worker_id="test", settings=_settings(), pipeline=None)
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
     assert empty and not any("FOR UPDATE" in s or s.lstrip().upper().startswith("UPDATE") for s in empty)
     assert batch is not None and batch.size == 2  # with jobs queued the same call claims them
     batch.keeper.stop()
