@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from sqlalchemy import inspect
+import uuid
+
+from sqlalchemy import inspect, text
 
 from db.migrate import downgrade, upgrade
 from db.queries import ImageFacts, NewJob, claim_batch, create_api_key, get_or_create_tenant, insert_jobs, store_image
@@ -15,6 +17,21 @@ TABLES = {"tenants", "api_keys", "images", "batches", "jobs", "alembic_version"}
 
 def test_postgres_database_is_migrated(database_url):
     assert TABLES <= set(inspect(get_engine(database_url)).get_table_names())
+
+
+def test_postgres_stores_image_bytes_uncompressed(database_url):
+    """Images are JPEG or PNG, compressed already: Postgres must not spend pglz on them (migration 0005). Bytes
+    that pglz would shrink a hundredfold are stored at full size, out of line."""
+    data = b"\x00" * 100_000
+    image = ImageFacts(data=data, sha256=hashlib.sha256(data).hexdigest(), format="PNG", width=1, height=1)
+    with get_session_factory(database_url).begin() as session:
+        tenant = get_or_create_tenant(session, name=f"storage-{uuid.uuid4().hex[:8]}")
+        store_image(session, tenant_id=tenant.id, image=image)
+        compression, stored_size = session.execute(text(
+            "SELECT pg_column_compression(data), pg_column_size(data) FROM images WHERE tenant_id = :tenant"),
+            {"tenant": tenant.id}).one()
+    assert compression is None
+    assert stored_size >= len(data)
 
 
 def test_sqlite_migrates_down_and_up(tmp_path):
