@@ -1,16 +1,20 @@
 """The Celery app, torch-free: the API imports it to ring workers; workers run workers.tasks on it."""
 from __future__ import annotations
 
+import logging
 import math
 
+import redis
 from celery import Celery
 from kombu import Queue
 
 from workers.config import WorkerSettings, all_queues, message_time_limit, queue_for_task
 
-__all__ = ["SETTINGS", "app", "all_queues", "queue_for_task", "ring", "ring_for_new_jobs", "RUN_QUEUE_TASK"]
+__all__ = ["PENDING_RINGS", "SETTINGS", "app", "all_queues", "queue_for_task", "ring", "ring_for_new_jobs",
+           "ring_unless_pending", "RUN_QUEUE_TASK"]
 
 RUN_QUEUE_TASK = "workers.tasks.run_queue"
+log = logging.getLogger(__name__)
 
 
 def _transport_options(settings: WorkerSettings) -> dict:
@@ -74,9 +78,65 @@ def delivery_settings(settings: WorkerSettings) -> dict:
     )
 
 
+# A doorbell still waiting in the broker will wake a worker that claims every job committed before it starts: rings
+# sent meanwhile on the same queue only add messages that find their jobs claimed (each costs a worker about 1 ms
+# of its model's thread, and API processes each sent up to 100 a second per queue). A count of waiting rings lapses
+# this long after the first of them was sent, so a ring that is lost (Redis flushed, a worker killed before it
+# answered) holds back the next ones no longer than that; the sweeper re-rings what stays queued in any case.
+PENDING_RING_SECONDS = 1.0
+
+
+class PendingRings:
+    """The doorbells of each queue that no worker has taken yet, counted in the broker's Redis beside its messages
+    (flushed with them). With another broker transport nothing is counted and every ring is sent."""
+
+    _RESERVE = """
+    local pending = tonumber(redis.call('GET', KEYS[1]) or '0')
+    local send = tonumber(ARGV[1]) - pending
+    if send <= 0 then return 0 end
+    if pending == 0 then redis.call('SET', KEYS[1], send, 'PX', ARGV[2]) else redis.call('INCRBY', KEYS[1], send) end
+    return send
+    """
+    _ANSWER = """
+    if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+    """
+
+    def __init__(self, broker_url: str, lapse_seconds: float = PENDING_RING_SECONDS):
+        self.lapse_ms = int(lapse_seconds * 1000)
+        self.client = redis.Redis.from_url(broker_url) if broker_url.startswith(("redis://", "rediss://")) else None
+        if self.client is not None:
+            self.reserve_script = self.client.register_script(self._RESERVE)
+            self.answer_script = self.client.register_script(self._ANSWER)
+
+    @staticmethod
+    def key(queue: str) -> str:
+        return f"{queue}:pending-rings"
+
+    def reserve(self, queue: str, wanted: int) -> int:
+        """How many of `wanted` rings to send on `queue`: those beyond the rings still waiting there, now counted as
+        waiting too. If Redis cannot say, all of them (the send will tell whether the broker is up)."""
+        if self.client is None:
+            return wanted
+        try:
+            return int(self.reserve_script(keys=[self.key(queue)], args=[wanted, self.lapse_ms]))
+        except redis.RedisError:
+            return wanted
+
+    def answered(self, queue: str) -> None:
+        """A worker took one of the queue's rings, before it looks at the queue: a job committed after this rings
+        again. A failure only leaves the count to lapse."""
+        if self.client is None:
+            return
+        try:
+            self.answer_script(keys=[self.key(queue)])
+        except redis.RedisError as exc:
+            log.warning("could not count a ring on %s as answered (%s); the count lapses by itself", queue, exc)
+
+
 # Read once per process: the API rings (and names queues) on every submission, so no settings are parsed per request.
 SETTINGS = WorkerSettings()
 app = make_celery(SETTINGS)
+PENDING_RINGS = PendingRings(SETTINGS.broker_url)
 
 
 def ring(queue: str, *, reason: str = "submitted") -> None:
@@ -87,9 +147,17 @@ def ring(queue: str, *, reason: str = "submitted") -> None:
     )
 
 
+def ring_unless_pending(queue: str, *, reason: str) -> None:
+    """Rings `queue` unless one of its rings still waits for a worker (PendingRings)."""
+    if PENDING_RINGS.reserve(queue, 1):
+        ring(queue, reason=reason)
+
+
 def ring_for_new_jobs(queue_counts: dict[str, int], *, max_rings_per_queue: int = 16) -> None:
-    """Rings each queue once per batch's worth of new jobs (capped), so idle workers all wake."""
+    """Rings each queue once per batch's worth of new jobs (capped), so idle workers all wake; the rings still
+    waiting in the broker count towards that number (PendingRings)."""
     batch_size = SETTINGS.batch_size
     for queue, count in queue_counts.items():
-        for _ in range(min(max_rings_per_queue, max(1, math.ceil(count / batch_size)))):
+        wanted = min(max_rings_per_queue, max(1, math.ceil(count / batch_size)))
+        for _ in range(PENDING_RINGS.reserve(queue, wanted)):
             ring(queue)

@@ -28,7 +28,7 @@ from db.session import session_scope
 from db.structured_logs import bind_log_context, log_scope
 from workers import worker_logs  # noqa: F401  (JSON log lines when LENSQ_LOG_FORMAT=json)
 from workers.batch_runner import CallBudget, DecodedImages, decode_all, run_batch
-from workers.celery_app import RUN_QUEUE_TASK, app, ring
+from workers.celery_app import PENDING_RINGS, RUN_QUEUE_TASK, app, ring_unless_pending
 from workers.config import WorkerSettings, current_settings, train_queue
 from workers.fine_tuning import run_fine_tuning_queue
 from workers.leases import LeaseKeeper
@@ -208,8 +208,8 @@ def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
         return claimed
     with session_scope() as session:
         more = queue_has_work(session, queue=queue)
-    if more:
-        ring(queue, reason="continue")  # let the broker share the rest fairly among workers and queues
+    if more:  # let the broker share the rest fairly among workers and queues (a ring waiting there already does)
+        ring_unless_pending(queue, reason="continue")
     return claimed
 
 
@@ -224,6 +224,7 @@ def _result_or_none(future: Future) -> ReadyBatch | None:
 def run_queue(self, queue: str, reason: str = "submitted") -> int:
     """A doorbell: whatever is queued on `queue` gets claimed; a stale or duplicate ring claims nothing."""
     worker_id = f"{self.request.hostname or 'worker'}/{os.getpid()}"
+    PENDING_RINGS.answered(queue)  # before the queue is read: any job committed from now on rings again
     settings = current_settings()
     try:
         with log_scope(queue=queue):  # this message's lines name its queue, and each batch's its lease

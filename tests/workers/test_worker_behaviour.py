@@ -11,7 +11,7 @@ from db.models import Job, utcnow
 from db.queries import ImageFacts, NewJob, insert_jobs, store_image
 from image_factory import photo_jpeg, shape_png, truncated_jpeg
 from polling import wait_for_final, wait_until
-from workers.celery_app import RUN_QUEUE_TASK, make_celery
+from workers.celery_app import RUN_QUEUE_TASK, PendingRings, make_celery
 from workers.config import WorkerSettings
 
 
@@ -81,6 +81,27 @@ def test_duplicate_and_stale_doorbells_claim_nothing_twice(tenant, two_workers, 
     ring("lensq.classify", times=10)
     jobs = wait_for_final(session_factory, ids, timeout=120)
     assert all(job.status == "succeeded" and job.attempts == 1 for job in jobs.values())
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_counts_each_ring_it_takes_as_answered(tenant, two_workers, session_factory, ring, redis_url):
+    """The API counts the rings it sends (PendingRings) and sends none while one still waits; each worker counts a
+    ring it takes as answered before it reads the queue, so the next job rings again."""
+    queue = "lensq.sentiment"
+    counted = PendingRings(redis_url, lapse_seconds=600)  # no lapse within the test: only answers bring it down
+    broker = counted.client
+    broker.delete(PendingRings.key(queue))
+    try:
+        assert counted.reserve(queue, 3) == 3
+        ids = _seed(session_factory, tenant, [shape_png(3150 + i) for i in range(4)], task="sentiment",
+                    params={"text": "a fine day"})
+        ring(queue, times=3)  # the three rings the count stands for
+        jobs = wait_for_final(session_factory, ids, timeout=120)
+        assert all(job.status == "succeeded" for job in jobs.values())
+        wait_until(lambda: broker.get(PendingRings.key(queue)) == b"0", timeout=30,
+                   what="the workers to count the three rings as answered")
+    finally:
+        broker.delete(PendingRings.key(queue))
 
 
 @pytest.mark.timeout(180)
