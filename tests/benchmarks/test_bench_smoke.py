@@ -31,6 +31,24 @@ def test_model_throughput_measures_batching_and_the_peak(tmp_path):
     assert figures["peak_flops_per_second"] > 0 and 0 < figures["best_fraction_of_peak"]
 
 
+def test_the_vision_towers_flops_are_all_its_matmuls_and_its_patch_convolution():
+    """The fraction of peak is only as true as the FLOP count: every projection of every layer counts, the fused
+    attention path's included (the counter once saw none of those, about half the tower)."""
+    from multimodal import load_pipeline
+
+    pipeline = load_pipeline("lensq-tiny", device="cpu")
+    visual = pipeline.model.vision.visual
+    width, layers = visual.transformer.width, len(visual.transformer.resblocks)
+    mlp = visual.transformer.resblocks[0].mlp.c_fc.out_features
+    patch = visual.conv1.kernel_size[0]
+    patches = (pipeline.image_size // patch) ** 2
+    tokens = patches + 1  # and the class token
+    per_image = 2 * (patches * 3 * patch * patch * width  # the patch convolution
+                     + layers * tokens * (3 * width * width + width * width + 2 * width * mlp)  # qkv, out, mlp
+                     + width * visual.proj.shape[1])  # the pooled token's projection
+    assert model_throughput.vision_tower_flops(pipeline, 2) == 2 * per_image
+
+
 @pytest.mark.timeout(120)
 def test_api_intake_measures_singles_and_batches(tmp_path):
     figures = section_of(api_intake, tmp_path)
