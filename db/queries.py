@@ -204,9 +204,11 @@ class NewJob:
     ref: str | None = None
     batch_index: int | None = None
     model_version_id: uuid.UUID | None = None  # the tenant's version it runs on; None: the base model
-    # Its own request hash and callback URL, when jobs stored together differ in them (else the insert's)
+    # Its own request hash, callback URL and Idempotency-Key, when jobs stored together differ in them (else the
+    # insert's)
     request_hash: str | None = None
     callback_url: str | None = None
+    idempotency_key: str | None = None
 
 
 def insert_queued_jobs(
@@ -214,12 +216,11 @@ def insert_queued_jobs(
     batch_id: uuid.UUID | None = None, idempotency_key: str | None = None, request_hash: str | None = None,
     callback_url: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Inserts queued jobs in one statement, without ORM objects (the key applies to a single job; the hash and
-    callback URL to each job that has none of its own); returns each job's row as inserted, every column given."""
+    """Inserts queued jobs in one statement, without ORM objects (the key, hash and callback URL apply to each job
+    that has none of its own; a key to one job only); returns each job's row as inserted, every column given."""
     now = utcnow()
     shared = {
-        "tenant_id": tenant_id, "batch_id": batch_id, "idempotency_key": idempotency_key,
-        "max_attempts": max_attempts, "status": JobStatus.queued.value, "attempts": 0, "created_at": now,
+        "tenant_id": tenant_id, "batch_id": batch_id, "max_attempts": max_attempts, "status": JobStatus.queued.value, "attempts": 0, "created_at": now,
         "updated_at": now, "queued_at": now, "rung_at": now, "lease_owner": None, "lease_token": None,
         "lease_expires_at": None, "result": None, "error": None, "error_code": None, "model_version": None,
         "started_at": None, "finished_at": None,
@@ -231,6 +232,7 @@ def insert_queued_jobs(
         "priority": [new.priority for new in jobs], "model_version_id": [new.model_version_id for new in jobs],
         "request_hash": [request_hash if new.request_hash is None else new.request_hash for new in jobs],
         "callback_url": [callback_url if new.callback_url is None else new.callback_url for new in jobs],
+        "idempotency_key": [idempotency_key if new.idempotency_key is None else new.idempotency_key for new in jobs],
     }
     rows = [{**shared, **dict(zip(per_row, values))} for values in zip(*per_row.values())]
     if not rows:
@@ -258,6 +260,14 @@ def insert_jobs(
         make_transient_to_detached(job)
         session.add(job)
     return loaded
+
+
+def find_jobs_by_idempotency_keys(session: Session, *, tenant_id: uuid.UUID, keys: list[str]) -> dict[str, Job]:
+    """The tenant's jobs stored under any of these Idempotency-Keys, by key."""
+    if not keys:
+        return {}
+    found = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key.in_(keys)))
+    return {job.idempotency_key: job for job in found}
 
 
 def find_job_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: str) -> Job | None:

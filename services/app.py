@@ -50,7 +50,7 @@ def create_app(settings: ServiceSettings | None = None, database_url: str | None
     app.state.session_factory = get_session_factory(database_url)
     app.state.rate_counter = make_counter(app.state.settings)
     app.state.key_cache = KeyCache()  # the tenants of recently used keys (services.deps.KEY_CACHE_SECONDS)
-    # POST /v1/jobs without an Idempotency-Key: jobs arriving together are stored together
+    # POST /v1/jobs: jobs arriving together are stored together, with or without an Idempotency-Key
     app.state.single_job_intake = SingleJobIntake(app.state.session_factory, app.state.settings)
     install_error_handlers(app)
     limits = app.state.settings  # bodies are capped before any route reads them

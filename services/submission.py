@@ -22,6 +22,7 @@ from db.queries import (
     count_active_jobs,
     find_batch_by_idempotency_key,
     find_job_by_idempotency_key,
+    find_jobs_by_idempotency_keys,
     insert_batch,
     insert_jobs,
     insert_queued_jobs,
@@ -224,36 +225,50 @@ def submit_batch(session: Session, *, tenant_id: uuid.UUID, items: list[CheckedJ
 
 @dataclass(frozen=True)
 class SingleJob:
-    """One POST /v1/jobs without an Idempotency-Key, checked and waiting to be stored."""
+    """One POST /v1/jobs, checked and waiting to be stored."""
 
     tenant: CurrentTenant  # as its key was looked up (perhaps from the key cache): confirmed when stored
     checked: CheckedJob
     callback_url: str | None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
 class StoredJob:
-    """A single job as stored: the answer's body, and what the request logs."""
+    """A single job as stored: the answer's body, and what the request logs; not created when it is the replay
+    of a job stored earlier under the same Idempotency-Key."""
 
     body: dict
     job_id: uuid.UUID
     task: str
+    created: bool = True
 
 
 def submit_jobs_together(session: Session, *, tenant_id: uuid.UUID, jobs: list[SingleJob],
                          settings: ServiceSettings) -> list[StoredJob | InputError]:
-    """Stores one tenant's single jobs in one transaction, each as submit_job would (its model, the quota, in
-    order), commits, then rings; returns each job's outcome: stored, or refused with its own error.
+    """Stores one tenant's single jobs in one transaction, each as submit_job would (the replay of its
+    Idempotency-Key, its model, the quota, in order), commits, then rings; returns each job's outcome: stored (or
+    replayed), or refused with its own error. No two of `jobs` carry the same Idempotency-Key (SingleJobIntake
+    holds a key's retry back for the next group, where it replays the first).
 
-    The tenant's quota lock, its count of active jobs (which grows with the queue) and the commit are paid once
-    for all of them instead of once each; under concurrent submissions of one tenant these were what limited it."""
+    The tenant's quota lock, its count of active jobs (which grows with the queue), the look-up of their keys and
+    the commit are paid once for all of them instead of once each; under concurrent submissions of one tenant
+    these were what limited it."""
     outcomes: list[StoredJob | InputError | None] = [None] * len(jobs)
     live = _live_tenants(session, [job.tenant for job in jobs], settings)
+    # Held to the commit: the quota (as check_job_quota), and the keys, since every store of a keyed job that
+    # counts against the quota takes it too, so no key can be stored between this look-up and the insert.
+    lock_tenant_jobs(session, tenant_id=tenant_id)
+    hashes = [_fingerprint([job.checked], job.callback_url) for job in jobs]
+    replays = _replays(session, tenant_id=tenant_id, jobs=jobs, hashes=hashes)
     resolver = ModelResolver(session, tenant_id=tenant_id, settings=settings)
     wanted: list[tuple[int, NewJob]] = []
     for index, job in enumerate(jobs):
         if isinstance(live[job.tenant.key_id], InputError):  # its key was revoked since it was looked up
             outcomes[index] = live[job.tenant.key_id]
+            continue
+        if index in replays:
+            outcomes[index] = replays[index]
             continue
         try:
             version_id = resolver.version_id(task=job.checked.task, model=job.checked.model,
@@ -262,11 +277,10 @@ def submit_jobs_together(session: Session, *, tenant_id: uuid.UUID, jobs: list[S
             outcomes[index] = refusal
             continue
         new = _new_job(job.checked, None, version_id)
-        wanted.append((index, replace(new, request_hash=_fingerprint([job.checked], job.callback_url),
-                                      callback_url=job.callback_url)))
+        wanted.append((index, replace(new, request_hash=hashes[index], callback_url=job.callback_url,
+                                      idempotency_key=job.idempotency_key)))
     if not wanted:
         return outcomes
-    lock_tenant_jobs(session, tenant_id=tenant_id)  # as check_job_quota: held to the commit
     active = count_active_jobs(session, tenant_id=tenant_id)
     accepted: list[tuple[int, NewJob]] = []
     for index, new in wanted:
@@ -287,6 +301,24 @@ def submit_jobs_together(session: Session, *, tenant_id: uuid.UUID, jobs: list[S
     if accepted:
         ring_safely(dict(Counter(new.queue for _, new in accepted)))
     return outcomes
+
+
+def _replays(session: Session, *, tenant_id: uuid.UUID, jobs: list[SingleJob],
+             hashes: list[str]) -> dict[int, StoredJob | InputError]:
+    """By index, each job whose Idempotency-Key is stored already: that job again, or a 409 if this request's body
+    differs from the one stored under the key."""
+    keyed = {job.idempotency_key: index for index, job in enumerate(jobs) if job.idempotency_key is not None}
+    replays: dict[int, StoredJob | InputError] = {}
+    for key, stored in find_jobs_by_idempotency_keys(session, tenant_id=tenant_id, keys=list(keyed)).items():
+        index = keyed[key]
+        try:
+            _same_request_or_conflict(stored.request_hash, hashes[index])
+        except InputError as conflict:
+            replays[index] = conflict
+            continue
+        replays[index] = StoredJob(JobPublic.from_row(stored).model_dump(mode="json"), stored.id, stored.task,
+                                   created=False)
+    return replays
 
 
 def _live_tenants(session: Session, tenants: list[CurrentTenant],
@@ -323,7 +355,7 @@ class SingleJobIntake:
 
     async def _store_while_waiting(self) -> None:
         while self.waiting:
-            group, self.waiting = self.waiting[:self.max_group], self.waiting[self.max_group:]
+            group, self.waiting = self._next_group()
             outcomes = await run_in_threadpool(self._store_group, [job for job, _ in group])
             for (_, future), outcome in zip(group, outcomes):
                 if future.done():  # its client went away; the job is stored all the same
@@ -333,6 +365,21 @@ class SingleJobIntake:
                 else:
                     future.set_result(outcome)
 
+    def _next_group(self) -> tuple[list[tuple[SingleJob, asyncio.Future]], list[tuple[SingleJob, asyncio.Future]]]:
+        """The jobs to store next, in arrival order, and those left waiting: beyond max_group, and each retry of an
+        Idempotency-Key already in the group, which the next group answers as its replay (or its 409)."""
+        group, left, keys = [], [], set()
+        for waiting in self.waiting:
+            job = waiting[0]
+            key = None if job.idempotency_key is None else (job.tenant.id, job.idempotency_key)
+            if len(group) < self.max_group and key not in keys:
+                group.append(waiting)
+                if key is not None:
+                    keys.add(key)
+            else:
+                left.append(waiting)
+        return group, left
+
     def _store_group(self, jobs: list[SingleJob]) -> list[StoredJob | Exception]:
         by_tenant: dict[uuid.UUID, list[int]] = {}
         for index, job in enumerate(jobs):
@@ -340,11 +387,30 @@ class SingleJobIntake:
         outcomes: list[StoredJob | Exception] = [None] * len(jobs)
         for tenant_id, indexes in by_tenant.items():  # one transaction per tenant: one quota lock at a time
             try:
-                with self.session_factory() as session:
-                    stored = submit_jobs_together(session, tenant_id=tenant_id, jobs=[jobs[i] for i in indexes],
-                                                  settings=self.settings)
+                stored = self._store_together(tenant_id, [jobs[i] for i in indexes])
+            except IntegrityError:
+                # A key was stored meanwhile by a request that did not take the tenant's lock (a chat completion
+                # names its job by the same keys): each job again on its own, where that key replays.
+                stored = [self._store_alone(jobs[i]) for i in indexes]
             except Exception as exc:  # this tenant's transaction failed (the database): its requests answer with it
                 stored = [exc] * len(indexes)
             for index, outcome in zip(indexes, stored):
                 outcomes[index] = outcome
         return outcomes
+
+    def _store_together(self, tenant_id: uuid.UUID, jobs: list[SingleJob]) -> list[StoredJob | InputError]:
+        with self.session_factory() as session:
+            return submit_jobs_together(session, tenant_id=tenant_id, jobs=jobs, settings=self.settings)
+
+    def _store_alone(self, job: SingleJob) -> StoredJob | Exception:
+        outcome = self._outcome_alone(job)
+        if isinstance(outcome, IntegrityError):  # its own key raced in: the look-up finds it now, and replays it
+            outcome = self._outcome_alone(job)
+        return outcome
+
+    def _outcome_alone(self, job: SingleJob) -> StoredJob | Exception:
+        try:
+            [outcome] = self._store_together(job.tenant.id, [job])
+            return outcome
+        except Exception as exc:
+            return exc

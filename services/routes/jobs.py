@@ -11,24 +11,20 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session, sessionmaker
 
 from db.queries import cancel_job, get_job, is_final, list_jobs
 from db.structured_logs import bind_log_context
 from services.deps import (
     ACCESS_ERRORS,
-    CurrentTenant,
     IntakeSubmitTenant,
     ReadTenant,
     SessionDep,
     SettingsDep,
     SubmitTenant,
-    confirm_live_key,
 )
 from services.errors import InputError, found
 from services.input_checks import check_job
-from services.config import ServiceSettings
-from services.request_bodies import RawJob, read_job
+from services.request_bodies import read_job
 from services.schemas import (
     JOB_CREATE_EXAMPLES,
     JOB_EXAMPLE,
@@ -43,7 +39,7 @@ from services.schemas import (
     error_response,
     example_response,
 )
-from services.submission import SingleJob, SingleJobIntake, check_idempotency_key, submit_job
+from services.submission import SingleJob, SingleJobIntake, check_idempotency_key
 from services.webhooks import check_callback_url
 
 log = logging.getLogger("services.submission")  # the line submit_job logs, under the same logger
@@ -89,29 +85,15 @@ async def create_job(request: Request, tenant: IntakeSubmitTenant, settings: Set
     key = check_idempotency_key(idempotency_key, settings)
     raw = await read_job(request, settings, allow_image_urls=tenant.allow_image_urls)
     callback_url = check_callback_url(raw.fields.get("callback_url"), settings)
-    if key is not None:  # its replay or conflict is decided against the ledger: stored on its own
-        body, status = await run_in_threadpool(_check_and_store_job, request.app.state.session_factory, tenant, raw,
-                                               settings, key, callback_url)
-        return JSONResponse(body, status_code=status)
     checked = await run_in_threadpool(check_job, raw.fields, raw.image_bytes, settings)
     intake: SingleJobIntake = request.app.state.single_job_intake
-    stored = await intake.submit(SingleJob(tenant=tenant, checked=checked, callback_url=callback_url))
+    # Stored with the jobs that arrive with it; with a key, a retry of a stored key gets its replay (200).
+    stored = await intake.submit(SingleJob(tenant=tenant, checked=checked, callback_url=callback_url,
+                                           idempotency_key=key))
     bind_log_context(tenant_id=tenant.id, job_id=stored.job_id)
-    log.info("queued %s job", stored.task)
-    return JSONResponse(stored.body, status_code=202)
-
-
-def _check_and_store_job(session_factory: sessionmaker[Session], tenant: CurrentTenant, raw: RawJob,
-                         settings: ServiceSettings, key: str, callback_url: str | None) -> tuple[dict, int]:
-    """Checks a job sent with an Idempotency-Key, stores it within the tenant's quota (a retry of a stored key gets
-    its replay), and returns the answer's body and status: 202 for a new job, 200 for a replay."""
-    checked = check_job(raw.fields, raw.image_bytes, settings)
-    with session_factory() as session:  # opened after the checks: a refused job never takes a connection
-        current = confirm_live_key(session, tenant, settings)
-        submitted = submit_job(session, tenant_id=current.id, checked=checked, settings=settings, idempotency_key=key,
-                               callback_url=callback_url, quota_limit=current.max_active_jobs)
-        # Built while the session is open: the job's `model` may name a version, read from the ledger.
-        return JobPublic.from_row(submitted.job).model_dump(mode="json"), 202 if submitted.created else 200
+    if stored.created:
+        log.info("queued %s job", stored.task)
+    return JSONResponse(stored.body, status_code=202 if stored.created else 200)
 
 
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:

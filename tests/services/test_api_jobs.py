@@ -134,6 +134,50 @@ def test_concurrent_retries_with_one_key_make_one_job(unserved_api, tenant):
     assert len({r.json()["id"] for r in responses}) == 1
 
 
+def test_keyed_jobs_arriving_together_are_each_stored_under_their_own_key(unserved_api, tenant, session_factory):
+    """Jobs sent with Idempotency-Keys are stored together like any single jobs (services.submission.
+    SingleJobIntake); each still gets its own job, and each retry its replay (200), or its 409 with another body."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from db.models import Job
+
+    bodies = [{"task": "caption", "image": data_url(shape_png(400 + i)), "ref": f"t{i}"} for i in range(24)]
+
+    def post(index: int, body: dict | None = None):
+        with unserved_api.client(tenant) as http:
+            return http.post("/v1/jobs", json=body or bodies[index], headers={"Idempotency-Key": f"together-{index}"})
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        first = list(pool.map(post, range(24)))
+        replays = list(pool.map(post, range(24)))
+        others = list(pool.map(lambda i: post(i, {**bodies[i], "ref": "another"}), range(24)))
+    assert [r.status_code for r in first] == [202] * 24
+    assert [r.status_code for r in replays] == [200] * 24
+    assert [r.json()["id"] for r in replays] == [r.json()["id"] for r in first]
+    assert {(r.status_code, r.json()["error"]["field"]) for r in others} == {(409, "Idempotency-Key")}
+    with session_factory() as session:
+        stored = dict(session.execute(select(Job.idempotency_key, Job.ref).where(
+            Job.tenant_id == tenant.id, Job.idempotency_key.like("together-%"))).all())
+    assert stored == {f"together-{i}": f"t{i}" for i in range(24)}
+
+
+def test_a_key_and_its_retry_with_another_body_arriving_together(unserved_api, tenant):
+    """A key's retry waits for the next group, as if sent later: one of the two is stored, the other gets a 409."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(question: str):
+        with unserved_api.client(tenant) as http:
+            return http.post("/v1/jobs", json={"task": "vqa", "image": data_url(shape_png(450)), "question": question},
+                             headers={"Idempotency-Key": "pair"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(post, ["what shape?", "what colour?"] * 4))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(202) == 1 and set(codes) <= {200, 202, 409} and 409 in codes
+    stored = next(r for r in responses if r.status_code == 202).json()
+    assert all(r.json()["id"] == stored["id"] for r in responses if r.status_code == 200)
+
+
 def test_concurrent_single_jobs_are_each_stored_or_refused_on_their_own(unserved_api, tenant, session_factory):
     """Jobs arriving together are stored together (services.submission.SingleJobIntake): each still gets its own
     answer, its own row and its own refusal (an unknown model), and none is lost or answered twice."""

@@ -1,0 +1,69 @@
+"""SingleJobIntake with Idempotency-Keys, in process: a key stored meanwhile by a request that took no lock."""
+from __future__ import annotations
+
+import asyncio
+
+from image_factory import shape_png
+from sql_statements import statements_sent
+
+
+def test_keyed_jobs_submitted_together_share_one_transaction(session_factory, tenant, monkeypatch):
+    """Twenty keyed jobs that arrive together take the tenant's lock (and commit) once or twice, not twenty times;
+    each is stored under its own key."""
+    from services import submission
+    from services.config import ServiceSettings
+    from services.deps import KeyCache, _look_up_key
+    from services.input_checks import check_job
+
+    settings = ServiceSettings()
+    monkeypatch.setattr(submission, "ring_safely", lambda queue_counts: None)  # no broker in this test
+    current = _look_up_key(session_factory, tenant.token, settings, KeyCache())
+    intake = submission.SingleJobIntake(session_factory, settings)
+    jobs = [submission.SingleJob(current, check_job({"task": "caption"}, lambda i=i: shape_png(600 + i), settings),
+                                 None, f"grouped-{i}") for i in range(20)]
+
+    async def submit_all() -> list:
+        return await asyncio.gather(*(intake.submit(job) for job in jobs))
+
+    with statements_sent(lambda statement: "pg_advisory_xact_lock" in statement) as locks:
+        stored = asyncio.run(submit_all())
+    assert 1 <= len(locks) <= 2
+    assert all(outcome.created for outcome in stored) and len({outcome.job_id for outcome in stored}) == 20
+
+
+def test_a_key_stored_between_the_groups_look_up_and_its_insert_is_replayed(session_factory, tenant, monkeypatch):
+    """A chat completion stores its job under its Idempotency-Key without the tenant's quota lock, so it can commit
+    between a group's look-up of keys and its insert. The insert then fails on the key's unique index, and the
+    group's jobs are stored one by one: that key is replayed, the others are stored."""
+    from services import submission
+    from services.config import ServiceSettings
+    from services.deps import KeyCache, _look_up_key
+    from services.input_checks import check_job
+
+    settings = ServiceSettings()
+    rings: list[dict] = []
+    monkeypatch.setattr(submission, "ring_safely", rings.append)  # the broker is not what this test is about
+    current = _look_up_key(session_factory, tenant.token, settings, KeyCache())
+
+    def checked(index: int):
+        return check_job({"task": "caption"}, lambda: shape_png(500 + index), settings)
+
+    with session_factory() as session:  # the chat completion's job, stored as openai_chat stores it
+        raced = submission.submit_job(session, tenant_id=tenant.id, checked=checked(0), settings=settings,
+                                      idempotency_key="raced").job.id
+    look_ups: list[list[str]] = []
+    real_look_up = submission.find_jobs_by_idempotency_keys
+
+    def misses_the_first_time(session, *, tenant_id, keys):  # as if that job committed just after this look-up
+        look_ups.append(keys)
+        return {} if len(look_ups) == 1 else real_look_up(session, tenant_id=tenant_id, keys=keys)
+
+    monkeypatch.setattr(submission, "find_jobs_by_idempotency_keys", misses_the_first_time)
+    jobs = [submission.SingleJob(current, checked(0), None, "raced"),
+            submission.SingleJob(current, checked(1), None, "fresh"),
+            submission.SingleJob(current, checked(2), None)]
+    outcomes = submission.SingleJobIntake(session_factory, settings)._store_group(jobs)
+    assert [outcome.created for outcome in outcomes] == [False, True, True]
+    assert outcomes[0].job_id == raced
+    assert len({outcome.job_id for outcome in outcomes}) == 3
+    assert look_ups[0] == ["raced", "fresh"]  # one look-up for the group, then one per job alone
