@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from urllib.parse import urlsplit
 
 
-def request_bytes(host: str, path: str, token: str, body: bytes) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+def request_bytes(host: str, path: str, token: str, body: bytes, idempotency_key: str | None = None) -> bytes:
+    key = f"Idempotency-Key: {idempotency_key}\r\n" if idempotency_key else ""
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n{key}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
@@ -29,11 +31,13 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def post_all(url: str, path: str, token: str, bodies: list[bytes], concurrency: int) -> float:
-    """POSTs every body from `concurrency` keep-alive connections; returns requests per second. A response other
-    than 2xx raises."""
+async def post_all(url: str, path: str, token: str, bodies: list[bytes], concurrency: int,
+                   keyed: bool = False) -> float:
+    """POSTs every body from `concurrency` keep-alive connections (`keyed`: each with an Idempotency-Key of its own);
+    returns requests per second. A response other than 2xx raises."""
     parts = urlsplit(url)
-    requests = [request_bytes(parts.netloc, path, token, body) for body in bodies]
+    requests = [request_bytes(parts.netloc, path, token, body, uuid.uuid4().hex if keyed else None)
+                for body in bodies]
     pending = iter(requests)  # shared by the connections: each takes the next request when its last is answered
 
     async def connection() -> None:

@@ -53,6 +53,7 @@ def test_the_vision_towers_flops_are_all_its_matmuls_and_its_patch_convolution()
 def test_api_intake_measures_singles_and_batches(tmp_path):
     figures = section_of(api_intake, tmp_path)
     assert figures["single_per_second"] > 0 and figures["batch_items_per_second"] > 0
+    assert figures["keyed_single_per_second"] > 0
 
 
 @pytest.mark.timeout(180)
