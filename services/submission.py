@@ -389,8 +389,9 @@ class SingleJobIntake:
             try:
                 stored = self._store_together(tenant_id, [jobs[i] for i in indexes])
             except IntegrityError:
-                # A key was stored meanwhile by a request that did not take the tenant's lock (a chat completion
-                # names its job by the same keys): each job again on its own, where that key replays.
+                # A key was stored between the look-up and the insert, by a store that did not take the tenant's
+                # lock (none does today, on Postgres: each keyed store that counts against the quota takes it).
+                # Rather than fail every job of the group, each goes again on its own, where that key replays.
                 stored = [self._store_alone(jobs[i]) for i in indexes]
             except Exception as exc:  # this tenant's transaction failed (the database): its requests answer with it
                 stored = [exc] * len(indexes)

@@ -32,9 +32,9 @@ def test_keyed_jobs_submitted_together_share_one_transaction(session_factory, te
 
 
 def test_a_key_stored_between_the_groups_look_up_and_its_insert_is_replayed(session_factory, tenant, monkeypatch):
-    """A chat completion stores its job under its Idempotency-Key without the tenant's quota lock, so it can commit
-    between a group's look-up of keys and its insert. The insert then fails on the key's unique index, and the
-    group's jobs are stored one by one: that key is replayed, the others are stored."""
+    """Should a job be stored under a key between a group's look-up of keys and its insert (by a store that takes
+    no tenant lock: none does today, so the look-up is made to miss it here), the insert fails on the key's unique
+    index, and the group's jobs are stored one by one: that key is replayed, the others are stored."""
     from services import submission
     from services.config import ServiceSettings
     from services.deps import KeyCache, _look_up_key
@@ -48,7 +48,7 @@ def test_a_key_stored_between_the_groups_look_up_and_its_insert_is_replayed(sess
     def checked(index: int):
         return check_job({"task": "caption"}, lambda: shape_png(500 + index), settings)
 
-    with session_factory() as session:  # the chat completion's job, stored as openai_chat stores it
+    with session_factory() as session:  # the job stored under the key meanwhile
         raced = submission.submit_job(session, tenant_id=tenant.id, checked=checked(0), settings=settings,
                                       idempotency_key="raced").job.id
     look_ups: list[list[str]] = []
