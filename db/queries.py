@@ -220,8 +220,8 @@ def insert_queued_jobs(
     that has none of its own; a key to one job only); returns each job's row as inserted, every column given."""
     now = utcnow()
     shared = {
-        "tenant_id": tenant_id, "batch_id": batch_id, "max_attempts": max_attempts, "status": JobStatus.queued.value, "attempts": 0, "created_at": now,
-        "updated_at": now, "queued_at": now, "rung_at": now, "lease_owner": None, "lease_token": None,
+        "tenant_id": tenant_id, "batch_id": batch_id, "max_attempts": max_attempts,
+        "status": JobStatus.queued.value, "attempts": 0, "created_at": now, "updated_at": now, "queued_at": now, "rung_at": now, "lease_owner": None, "lease_token": None,
         "lease_expires_at": None, "result": None, "error": None, "error_code": None, "model_version": None,
         "started_at": None, "finished_at": None,
     }
@@ -272,7 +272,7 @@ def find_jobs_by_idempotency_keys(session: Session, *, tenant_id: uuid.UUID, key
 
 def find_job_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: str) -> Job | None:
     """The tenant's job submitted with this Idempotency-Key, if any."""
-    return session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
+    return find_jobs_by_idempotency_keys(session, tenant_id=tenant_id, keys=[key]).get(key)
 
 
 def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
