@@ -147,9 +147,9 @@ def ring(queue: str, *, reason: str = "submitted") -> None:
     )
 
 
-def ring_unless_pending(queue: str, *, reason: str) -> None:
-    """Rings `queue` unless one of its rings still waits for a worker (PendingRings)."""
-    if PENDING_RINGS.reserve(queue, 1):
+def ring_unless_pending(queue: str, *, reason: str, wanted: int = 1) -> None:
+    """Rings `queue` `wanted` times, less the rings of it that still wait for a worker (PendingRings)."""
+    for _ in range(PENDING_RINGS.reserve(queue, wanted)):
         ring(queue, reason=reason)
 
 
@@ -158,6 +158,5 @@ def ring_for_new_jobs(queue_counts: dict[str, int], *, max_rings_per_queue: int 
     waiting in the broker count towards that number (PendingRings)."""
     batch_size = SETTINGS.batch_size
     for queue, count in queue_counts.items():
-        wanted = min(max_rings_per_queue, max(1, math.ceil(count / batch_size)))
-        for _ in range(PENDING_RINGS.reserve(queue, wanted)):
-            ring(queue)
+        ring_unless_pending(queue, reason="submitted",
+                            wanted=min(max_rings_per_queue, max(1, math.ceil(count / batch_size))))
