@@ -1,6 +1,7 @@
 """load_pipeline and the batched inference API: caption, answer, sentiment, classify."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
@@ -37,27 +38,38 @@ def quantize_int8(model: VisionLanguageModel) -> VisionLanguageModel:
 
 
 class EmbeddingCache:
-    """A bounded LRU of image embeddings (K, D), keyed by (model version, image key such as a sha256)."""
+    """A bounded LRU of image embeddings (K, D), keyed by (model version, image key such as a sha256).
+
+    Thread-safe: a worker encodes the next batch's images on another thread while the model's thread reads
+    the current batch's (an unlocked read could find its key evicted between the lookup and the reordering)."""
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
         self.entries: OrderedDict[tuple[str, Hashable], torch.Tensor] = OrderedDict()
         self.hits = self.misses = 0
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[str, Hashable]) -> torch.Tensor | None:
-        found = self.entries.get(key)
-        if found is not None:
-            self.entries.move_to_end(key)
-        return found
+        with self._lock:
+            found = self.entries.get(key)
+            if found is not None:
+                self.entries.move_to_end(key)
+            return found
 
     def put(self, key: tuple[str, Hashable], embeds: torch.Tensor) -> None:
         if self.max_entries <= 0:
             return
-        # A copy, so the cached row does not keep the whole batch's tensor alive.
-        self.entries[key] = embeds.clone()
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        copy = embeds.clone()  # a copy, so the cached row does not keep the whole batch's tensor alive
+        with self._lock:
+            self.entries[key] = copy
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+
+    def count(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
 
 
 class Pipeline:
@@ -98,8 +110,7 @@ class Pipeline:
                 found[key] = cached
             else:
                 to_encode.setdefault(key, image)
-        self.embedding_cache.hits += len(images) - len(to_encode)
-        self.embedding_cache.misses += len(to_encode)
+        self.embedding_cache.count(hits=len(images) - len(to_encode), misses=len(to_encode))
         if to_encode:
             encoded = self.model.encode_images(self.pixels(list(to_encode.values())))  # (U, K, D)
             for key, row in zip(to_encode, encoded):

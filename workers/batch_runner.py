@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from db.queries import ClaimedJob, JobOutcome
 from workers.adapters import VersionUnusable, tuned_pipelines
 from workers.config import WorkerSettings, current_settings
 from workers.faults import stall_if_marked, stall_seconds
-from workers.metrics import timed_model_call
+from workers.metrics import IMAGES_ENCODED_AHEAD, timed_model_call
 from workers.model import preprocess_pool
 from workers.time_limits import CallTimedOut, time_limit
 
@@ -84,6 +84,38 @@ def decode_all(pipeline: Any, jobs: list[ClaimedJob]) -> DecodedImages:
         else:
             decoded.errors[sha256] = error
     return decoded
+
+
+# The tasks whose base-model call reads its image embeddings through the pipeline's cache (classify reads the
+# CLIP tower's own features; a fine-tuned version's generation reads its own projector's).
+EMBEDDING_TASKS = ("caption", "vqa", "sentiment")
+
+
+def encode_ahead(pipeline: Any, jobs: list[ClaimedJob], decoded: DecodedImages, budget: CallBudget) -> int:
+    """Runs the vision tower over a claimed batch's distinct images now, on this thread, into the pipeline's
+    embedding cache: the claim-ahead thread does this while the model's thread runs the previous batch, which
+    then finds them there and runs only the LM. Returns how many images it encoded or found cached.
+
+    Nothing depends on it: an entry evicted meanwhile, or a failure here, only means the model's own call
+    encodes the image (and, if that fails too, runs each job alone). Off the main thread only the call's hard
+    limit applies (workers.time_limits)."""
+    cache = getattr(pipeline, "embedding_cache", None)
+    chosen = {job.image_sha256: job.task for job in jobs if job.model_version_id is None
+              and job.task in EMBEDDING_TASKS and job.image_sha256 in decoded.images}
+    keys = list(chosen)
+    # The model's thread caches the batch it is running as well: with room for fewer than two batches, this
+    # batch's entries could be evicted before they are read, and the work done twice.
+    if cache is None or not keys or cache.max_entries < 2 * len(keys):
+        return 0
+    try:
+        with time_limit(budget.seconds, grace=budget.grace):
+            pipeline.image_embeddings([decoded.images[key] for key in keys], keys)
+    except Exception:
+        log.warning("encoding %d images ahead failed; the model's call encodes them", len(keys), exc_info=True)
+        return 0
+    for task, count in Counter(chosen.values()).items():
+        IMAGES_ENCODED_AHEAD.labels(task=task).inc(count)
+    return len(keys)
 
 
 def _call(pipeline: Any, task: str, jobs: list[ClaimedJob], images: dict[str, Any],

@@ -31,6 +31,9 @@ class WorkerSettings(BaseSettings):
     max_batches_per_message: int = Field(8, ge=1)
     # Under a backlog, claim and decode the next batch on another thread while the model runs the current one.
     claim_ahead: bool = True
+    # And run that batch's images through the vision tower there too, so the model's thread runs only the LM:
+    # torch releases the GIL, so on two cores the tower and the LM run side by side.
+    encode_ahead: bool = True
     # Image embeddings kept per worker (keyed by image sha256 and model version): a repeated image is not re-encoded.
     embedding_cache_size: int = Field(256, ge=0)
     # Tenants' fine-tuned versions kept applied over the base model per worker (workers/adapters.py), least recently

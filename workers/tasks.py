@@ -27,7 +27,7 @@ from db.queries import (
 from db.session import session_scope
 from db.structured_logs import bind_log_context, log_scope
 from workers import worker_logs  # noqa: F401  (JSON log lines when LENSQ_LOG_FORMAT=json)
-from workers.batch_runner import CallBudget, DecodedImages, decode_all, run_batch
+from workers.batch_runner import CallBudget, DecodedImages, decode_all, encode_ahead, run_batch
 from workers.celery_app import PENDING_RINGS, RUN_QUEUE_TASK, app, ring_unless_pending
 from workers.config import WorkerSettings, current_settings, train_queue
 from workers.fine_tuning import run_fine_tuning_queue
@@ -84,8 +84,10 @@ class ReadyBatch:
         return len(self.claim.jobs)
 
 
-def claim_ready_batch(*, queue: str, worker_id: str, settings: WorkerSettings, pipeline: Any) -> ReadyBatch | None:
-    """Claims a batch and decodes its images; None when the queue is empty."""
+def claim_ready_batch(*, queue: str, worker_id: str, settings: WorkerSettings, pipeline: Any,
+                      encode: bool = False) -> ReadyBatch | None:
+    """Claims a batch and decodes its images; None when the queue is empty. With `encode` (a batch claimed
+    ahead, on the claim-ahead thread), its images also go through the vision tower here (encode_ahead)."""
     if settings.batch_fill_wait_seconds > 0 and wait_for_fill(queue=queue, settings=settings) == 0:
         # Nothing queued: no claim (on SQLite it would take the write lock). A job committed after this count
         # is rung for after its commit, so the ring that finds it is still to come. Most rings of a stream of
@@ -100,6 +102,8 @@ def claim_ready_batch(*, queue: str, worker_id: str, settings: WorkerSettings, p
     record_claim(queue, claim.jobs, settings)
     try:
         decoded = decode_all(pipeline, claim.jobs)
+        if encode:
+            encode_ahead(pipeline, claim.jobs, decoded, CallBudget.from_settings(settings))
     except BaseException:
         keeper.stop()  # the lease lapses and the sweeper re-queues the jobs
         raise
@@ -166,9 +170,10 @@ def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
     """Runs batches until the queue is empty or this message's share is used, then rings again if work is left.
 
     Only the model runs on this thread. Under a backlog the next batch is claimed and decoded on another thread
-    (claim_ahead_pool) while the model runs the current one, and each batch's results are written there too, while
-    the model runs the next: at most one write is in flight, and the message ends only once it is done. A worker
-    told to stop hands back the batch it claimed ahead."""
+    (claim_ahead_pool), its images encoded there too (settings.encode_ahead), while the model runs the current
+    one; and each batch's results are written there, while the model runs the next: at most one write is in
+    flight, and the message ends only once it is done. A worker told to stop hands back the batch it claimed
+    ahead."""
     pipeline = get_pipeline()  # loaded before claiming, so loading never eats into a lease
     claim_next = functools.partial(claim_ready_batch, queue=queue, worker_id=worker_id, settings=settings,
                                    pipeline=pipeline)
@@ -185,7 +190,7 @@ def drain_queue(*, queue: str, worker_id: str, settings: WorkerSettings) -> int:
                 break
             claimed += batch.size
             if _claims_ahead(batch, number, started, settings):
-                ahead = claim_ahead_pool().submit(claim_next)
+                ahead = claim_ahead_pool().submit(claim_next, encode=settings.encode_ahead)
             outcomes = run_model(batch, pipeline=pipeline, settings=settings)
             if writing is not None:
                 writing.result()  # the previous batch's write failed (the ledger is down?): stop here

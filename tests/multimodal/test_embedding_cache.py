@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import sys
+import threading
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 from image_factory import shape_image
 from multimodal import Pipeline, decode_image
+from multimodal.pipeline import EmbeddingCache
 from multimodal.preprocess import fit_to_model
 
 
@@ -57,6 +60,38 @@ def test_a_zero_sized_cache_keeps_nothing(tiny_pipeline, images):
     pipeline.image_embeddings(images, ["a", "b", "c", "d"])
     pipeline.image_embeddings(images, ["a", "b", "c", "d"])
     assert not pipeline.embedding_cache.entries and pipeline.embedding_cache.misses == 8
+
+
+def test_the_cache_serves_one_thread_while_another_fills_it():
+    """A worker fills the cache for its next batch on one thread while the model's thread reads it: lookups racing
+    evictions never raise, and the LRU stays within its bound."""
+    cache = EmbeddingCache(max_entries=4)
+    row = torch.zeros(2, 3)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def fill() -> None:
+        index = 0
+        while not stop.is_set():
+            cache.put(("v", index % 8), row)  # every put past the 4th evicts the least recent key
+            index += 1
+
+    filler = threading.Thread(target=fill)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns every few bytecodes, so a racing eviction is likely
+    filler.start()
+    try:
+        for index in range(200_000):
+            try:
+                cache.get(("v", index % 8))
+            except BaseException as exc:  # a key evicted between its lookup and its move to the end
+                errors.append(exc)
+                break
+    finally:
+        stop.set()
+        filler.join()
+        sys.setswitchinterval(interval)
+    assert not errors and len(cache.entries) <= 4
 
 
 def _jpeg(width: int, height: int) -> bytes:

@@ -1,34 +1,14 @@
 """The worker's fill wait on the real ledger: it waits for a fuller batch while jobs keep arriving, not otherwise."""
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
 
-import pytest
-
-from db.queries import ImageFacts, NewJob, claim_batch, insert_jobs, store_image
-from image_factory import shape_png
+from db.queries import claim_batch
+from queued_jobs import enqueue_captions
 from sql_statements import statements_sent
 from workers.config import WorkerSettings
-
-
-@pytest.fixture
-def ledger_env(database_url, monkeypatch):
-    """This process's own ledger calls (session_scope without a URL) go to the test database."""
-    monkeypatch.setenv("LENSQ_DATABASE_URL", database_url)
-
-
-def _enqueue(session_factory, tenant, queue: str, count: int, start: int = 0) -> None:
-    with session_factory.begin() as session:
-        jobs = []
-        for index in range(start, start + count):
-            data = shape_png(index)
-            sha256 = hashlib.sha256(data).hexdigest()
-            store_image(session, tenant_id=tenant.id, image=ImageFacts(data, sha256, "PNG", 64, 64))
-            jobs.append(NewJob(task="caption", queue=queue, params={}, image_sha256=sha256))
-        insert_jobs(session, tenant_id=tenant.id, jobs=jobs, max_attempts=3)
 
 
 def _settings(**values) -> WorkerSettings:
@@ -39,7 +19,7 @@ def test_a_lone_job_is_not_held_for_the_whole_window(ledger_env, session_factory
     from workers.tasks import wait_for_fill
 
     queue = f"fill-{uuid.uuid4().hex[:8]}"  # no worker serves it
-    _enqueue(session_factory, tenant, queue, 1)
+    enqueue_captions(session_factory, tenant, queue, 1)
     started = time.monotonic()
     assert wait_for_fill(queue=queue, settings=_settings()) == 1
     assert time.monotonic() - started < 1.5  # one poll saw no new job; the 3 s window was not used up
@@ -56,7 +36,7 @@ def test_a_job_queued_a_poll_ago_is_counted_once_and_not_slept_on(ledger_env, se
     from workers.tasks import wait_for_fill
 
     queue = f"fill-{uuid.uuid4().hex[:8]}"
-    _enqueue(session_factory, tenant, queue, 1)
+    enqueue_captions(session_factory, tenant, queue, 1)
     time.sleep(0.06)  # longer than the 50 ms poll
     with queue_counts_sent() as counts:
         assert wait_for_fill(queue=queue, settings=_settings()) == 1
@@ -67,7 +47,7 @@ def test_a_job_queued_just_now_is_polled_again(ledger_env, session_factory, tena
     from workers.tasks import wait_for_fill
 
     queue = f"fill-{uuid.uuid4().hex[:8]}"
-    _enqueue(session_factory, tenant, queue, 1)
+    enqueue_captions(session_factory, tenant, queue, 1)
     with queue_counts_sent() as counts:
         assert wait_for_fill(queue=queue, settings=_settings(batch_fill_poll_seconds=0.5)) == 1
     assert len(counts) == 2  # it may be the first of a stream: one more poll before the claim
@@ -79,7 +59,7 @@ def test_an_empty_or_full_queue_does_not_wait(ledger_env, session_factory, tenan
     queue = f"fill-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     assert wait_for_fill(queue=queue, settings=_settings()) == 0
-    _enqueue(session_factory, tenant, queue, 10)
+    enqueue_captions(session_factory, tenant, queue, 10)
     assert wait_for_fill(queue=queue, settings=_settings()) == 8  # counted up to one batch
     assert time.monotonic() - started < 1.5
 
@@ -88,12 +68,12 @@ def test_jobs_arriving_one_by_one_are_claimed_as_one_full_batch(ledger_env, sess
     from workers.tasks import wait_for_fill
 
     queue = f"fill-{uuid.uuid4().hex[:8]}"
-    _enqueue(session_factory, tenant, queue, 1)
+    enqueue_captions(session_factory, tenant, queue, 1)
 
     def trickle() -> None:  # a client submitting a job every 20 ms, faster than the 50 ms poll
         for index in range(1, 10):
             time.sleep(0.02)
-            _enqueue(session_factory, tenant, queue, 1, start=index)
+            enqueue_captions(session_factory, tenant, queue, 1, start=index)
 
     sender = threading.Thread(target=trickle)
     sender.start()
@@ -116,7 +96,7 @@ def test_a_ring_on_an_empty_queue_ends_at_its_count_without_a_claim(ledger_env, 
     with statements_sent() as statements:
         assert claim_ready_batch(queue=queue, worker_id="test", settings=_settings(), pipeline=None) is None
         empty = list(statements)
-        _enqueue(session_factory, tenant, queue, 2)
+        enqueue_captions(session_factory, tenant, queue, 2)
         statements.clear()
         batch = claim_ready_batch(queue=queue, worker_id="test", settings=_settings(), pipeline=None)
     assert empty and not any("FOR UPDATE" in s or s.lstrip().upper().startswith("UPDATE") for s in empty)
