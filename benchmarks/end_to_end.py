@@ -309,7 +309,8 @@ def cpu_table(versus: dict) -> str:
     return (f"CPU time per job during those runs (ms, median of the runs; from /proc: the API and worker processes, "
             f"all of Postgres's and Redis's processes, and the benchmark's own process, which is the client). Each "
             f"service's processes share this machine's {cores} cores, so a service's wall time per job is at least "
-            f"its total CPU / {cores}; the worker's share includes the model.\n\n"
+            f"its total CPU / {cores}; the worker's share includes the model (under a backlog LensQ's worker runs the "
+            f"next batch's vision tower on its claim-ahead thread, beside the current batch's LM).\n\n"
             + table(["task", "service", *(label for _, label in CPU_GROUPS), "total", "wall ms per job"], rows))
 
 
