@@ -33,9 +33,9 @@ RESULTS_DISCARDED = Counter("lensq_worker_results_discarded", "Results not writt
                             "cancelled meanwhile", ["task"], registry=WORKER_REGISTRY)
 LEASE_EXPIRIES = Counter("lensq_worker_lease_expiries", "Expired leases this worker's sweeper re-queued, by task",
                          ["task"], registry=WORKER_REGISTRY)
-IMAGES_ENCODED_AHEAD = Counter("lensq_worker_images_encoded_ahead", "Images run through the vision tower on the "
-                               "claim-ahead thread, while the model's thread ran the batch before", ["task"],
-                               registry=WORKER_REGISTRY)
+IMAGES_ENCODED_AHEAD = Counter("lensq_worker_images_encoded_ahead", "Images whose embeddings the claim-ahead thread "
+                               "readied in the cache (encoded there, unless cached already) while the model's thread "
+                               "ran the batch before", ["task"], registry=WORKER_REGISTRY)
 JOBS_DEAD = Counter("lensq_worker_jobs_dead", "Jobs this worker's sweeper failed after max_attempts lost leases",
                     registry=WORKER_REGISTRY)
 
