@@ -22,6 +22,7 @@ CLIENT_CONCURRENCY = 8
 # Both services' workers run torch on one thread: on 2 cores shared with the API, Postgres, Redis and the client,
 # a second OpenMP thread mostly waits for a core that one of them holds.
 WORKER_THREADS = {"OMP_NUM_THREADS": "1"}
+CORES = os.cpu_count() or 1
 
 
 def question_of(index: int) -> str:
@@ -305,13 +306,54 @@ def cpu_table(versus: dict) -> str:
             cpu = f[f"{service}_cpu_ms_per_job"]
             rows.append([task, name, *(f"{cpu[group]:.1f}" for group, _ in CPU_GROUPS),
                          f"**{sum(cpu.values()):.1f}**", f"{1000 / f[service]:.1f}"])
-    cores = os.cpu_count() or 1
+    cores = CORES
     return (f"CPU time per job during those runs (ms, median of the runs; from /proc: the API and worker processes, "
             f"all of Postgres's and Redis's processes, and the benchmark's own process, which is the client). Each "
             f"service's processes share this machine's {cores} cores, so a service's wall time per job is at least "
             f"its total CPU / {cores}; the worker's share includes the model (under a backlog LensQ's worker runs the "
             f"next batch's vision tower on its claim-ahead thread, beside the current batch's LM).\n\n"
             + table(["task", "service", *(label for _, label in CPU_GROUPS), "total", "wall ms per job"], rows))
+
+
+TARGET_RATIO = 5.0
+
+
+def ratio_bounds(versus: dict, costs: dict, cores: int) -> dict:
+    """Per task, what this run's figures allow LensQ's ratio to the naive service to be on `cores` cores.
+
+    Every process of both stacks shares the cores, so LensQ's wall time per job is at least its total CPU per job
+    (API, worker, Postgres, Redis and the client) / cores: `full_use` is the ratio if LensQ kept every core busy,
+    and `cpu_for_target` the total CPU per job the target needs even then. `without_model` is the ratio if the
+    model cost nothing in either service and the rest stayed as measured: the naive service's wall time less its
+    model at batch 1 against LensQ's CPU less its model at batch 32 (one thread, in this process; stage_costs)."""
+    bounds = {}
+    for task, f in versus.items():
+        naive_wall, lensq_cpu = 1000 / f["naive"], sum(f["lensq_cpu_ms_per_job"].values())
+        bound = {"naive_wall_ms": naive_wall, "lensq_cpu_ms": lensq_cpu, "full_use": cores * naive_wall / lensq_cpu,
+                 "cpu_for_target": cores * naive_wall / TARGET_RATIO}
+        model = costs.get("model", {}).get(task)
+        if model and lensq_cpu > model["batch_n"]:
+            bound["without_model"] = cores * (naive_wall - model["batch_1"]) / (lensq_cpu - model["batch_n"])
+        bounds[task] = bound
+    return bounds
+
+
+def bounds_text(bounds: dict, cores: int) -> str:
+    def task_text(task: str, b: dict) -> str:
+        text = (f"{task}: the naive service takes {b['naive_wall_ms']:.1f} ms of wall time per job on one core, so "
+                f"{TARGET_RATIO:g}x needs LensQ at ≤ {b['cpu_for_target']:.1f} ms of CPU per job; it measured "
+                f"{b['lensq_cpu_ms']:.1f}, which allows at most **{b['full_use']:.1f}x**")
+        if "without_model" in b:
+            text += f", and with a model that cost nothing in either service, **{b['without_model']:.1f}x**"
+        return text
+
+    return (f"**What the target takes on this machine** (from this section's figures: all of both stacks share its {cores} "
+            f"cores, so LensQ's wall time per job is at least its total CPU per job / {cores}). "
+            + "; ".join(task_text(task, b) for task, b in bounds.items())
+            + ". Where the second figure is below the first, a cheaper model would lower the ratio: the naive "
+              "service's per-job overhead (its request, Celery task, row write and full-size decode) is then all "
+              "that is left to beat, and LensQ's own per-job CPU (its request, checks, stored copy, decode, claim "
+              "and write shares) must come down instead.")
 
 
 def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
@@ -359,6 +401,7 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
             + " the naive service's rate; the rest of the ratio comes from each service's overhead per job (the naive "
             "service pays a Celery task, a row write and a full-size decode per job, LensQ one claim and one write per "
             "batch).")
+    parts.append(bounds_text(ratio_bounds(versus, costs, CORES), CORES))
     if scaled:
         ratio = scaled[2] / scaled[1]
         parts.append(
@@ -390,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     scaled = scale_out(args.model, job_photos(args.scale_jobs, args.side)) if args.scale_jobs else {}
     costs = stage_costs(args.model, job_photos(4 if args.smoke else 32, args.side), tuple(args.tasks.split(",")))
     figures = {"versus_naive": versus, "latency": latency, "scale_out": scaled, "jobs": args.jobs, "side": args.side,
-               "stage_ms_per_job": costs}
+               "stage_ms_per_job": costs, "ratio_bounds": ratio_bounds(versus, costs, CORES)}
     write_section(args.json, "1, 4a, 7. End to end: against the naive service, overhead, scale-out",
                   render(args, versus, latency, scaled, costs), figures)
     return figures
