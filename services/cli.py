@@ -141,7 +141,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from services.batch_command import items_from_folder, items_from_jsonl, run_batch_command
-    from services.client import LensqAPIError
+    from services.client import LensqAPIError, LensqUnreachable
 
     source = Path(args.source)
     items = items_from_folder(source) if source.is_dir() else items_from_jsonl(source)
@@ -151,6 +151,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                  out_path=Path(args.out), chunk_size=args.chunk_size, fmt=args.format)
     except (LensqAPIError, ValueError) as exc:  # ValueError: --out holds something else than our results
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, LensqUnreachable):
+            print(f"the results so far are in {args.out}: the same command resumes from there", file=sys.stderr)
         return 2
     finally:
         client.close()
