@@ -331,6 +331,8 @@ def ratio_bounds(versus: dict, costs: dict, cores: int) -> dict:
         naive_wall, lensq_cpu = 1000 / f["naive"], sum(f["lensq_cpu_ms_per_job"].values())
         bound = {"naive_wall_ms": naive_wall, "lensq_cpu_ms": lensq_cpu, "full_use": cores * naive_wall / lensq_cpu,
                  "cpu_for_target": cores * naive_wall / TARGET_RATIO}
+        if "naive_cpu_ms_per_job" in f:
+            bound["naive_cores_busy"] = sum(f["naive_cpu_ms_per_job"].values()) / naive_wall
         model = costs.get("model", {}).get(task)
         if model and lensq_cpu > model["batch_n"]:
             bound["without_model"] = cores * (naive_wall - model["batch_1"]) / (lensq_cpu - model["batch_n"])
@@ -340,7 +342,8 @@ def ratio_bounds(versus: dict, costs: dict, cores: int) -> dict:
 
 def bounds_text(bounds: dict, cores: int) -> str:
     def task_text(task: str, b: dict) -> str:
-        text = (f"{task}: the naive service takes {b['naive_wall_ms']:.1f} ms of wall time per job on one core, so "
+        busy = f" with {b['naive_cores_busy']:.2f} cores busy" if "naive_cores_busy" in b else ""
+        text = (f"{task}: the naive service takes {b['naive_wall_ms']:.1f} ms of wall time per job{busy}, so "
                 f"{TARGET_RATIO:g}x needs LensQ at ≤ {b['cpu_for_target']:.1f} ms of CPU per job; it measured "
                 f"{b['lensq_cpu_ms']:.1f}, which allows at most **{b['full_use']:.1f}x**")
         if "without_model" in b:

@@ -73,15 +73,17 @@ def test_ratio_bounds_follow_from_the_cpu_per_job_and_the_model_costs():
     job (4 of them its model at batch 32), on 2 cores: at most 2 x 20 / 10 = 4x; 5x needs 2 x 20 / 5 = 8 ms; with
     a free model, 2 x (20 - 8) / (10 - 4) = 4x."""
     versus = {"vqa": {"naive": 50.0, "lensq_cpu_ms_per_job": {"api": 2.5, "worker": 6.0, "postgres": 1.0,
-                                                              "redis": 0.1, "client": 0.4}}}
+                                                              "redis": 0.1, "client": 0.4},
+                      "naive_cpu_ms_per_job": {"api": 2.0, "worker": 18.0, "postgres": 1.0}}}
     costs = {"model": {"vqa": {"batch_1": 8.0, "batch_n": 4.0}}}
     bound = end_to_end.ratio_bounds(versus, costs, cores=2)["vqa"]
     assert bound["full_use"] == pytest.approx(4.0)
     assert bound["cpu_for_target"] == pytest.approx(8.0)
     assert bound["without_model"] == pytest.approx(4.0)
+    assert bound["naive_cores_busy"] == pytest.approx(21.0 / 20.0)
     assert "without_model" not in end_to_end.ratio_bounds(versus, {}, cores=2)["vqa"]
     text = end_to_end.bounds_text(end_to_end.ratio_bounds(versus, costs, cores=2), 2)
-    assert "≤ 8.0 ms" in text and "**4.0x**" in text
+    assert "≤ 8.0 ms" in text and "**4.0x**" in text and "with 1.05 cores busy" in text
 
 
 @pytest.mark.timeout(120)
