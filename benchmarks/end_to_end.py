@@ -306,11 +306,10 @@ def cpu_table(versus: dict) -> str:
             cpu = f[f"{service}_cpu_ms_per_job"]
             rows.append([task, name, *(f"{cpu[group]:.1f}" for group, _ in CPU_GROUPS),
                          f"**{sum(cpu.values()):.1f}**", f"{1000 / f[service]:.1f}"])
-    cores = CORES
     return (f"CPU time per job during those runs (ms, median of the runs; from /proc: the API and worker processes, "
             f"all of Postgres's and Redis's processes, and the benchmark's own process, which is the client). Each "
-            f"service's processes share this machine's {cores} cores, so a service's wall time per job is at least "
-            f"its total CPU / {cores}; the worker's share includes the model (under a backlog LensQ's worker runs the "
+            f"service's processes share this machine's {CORES} cores, so a service's wall time per job is at least "
+            f"its total CPU / {CORES}; the worker's share includes the model (under a backlog LensQ's worker runs the "
             f"next batch's vision tower on its claim-ahead thread, beside the current batch's LM).\n\n"
             + table(["task", "service", *(label for _, label in CPU_GROUPS), "total", "wall ms per job"], rows))
 
@@ -330,9 +329,8 @@ def ratio_bounds(versus: dict, costs: dict, cores: int) -> dict:
     for task, f in versus.items():
         naive_wall, lensq_cpu = 1000 / f["naive"], sum(f["lensq_cpu_ms_per_job"].values())
         bound = {"naive_wall_ms": naive_wall, "lensq_cpu_ms": lensq_cpu, "full_use": cores * naive_wall / lensq_cpu,
-                 "cpu_for_target": cores * naive_wall / TARGET_RATIO}
-        if "naive_cpu_ms_per_job" in f:
-            bound["naive_cores_busy"] = sum(f["naive_cpu_ms_per_job"].values()) / naive_wall
+                 "cpu_for_target": cores * naive_wall / TARGET_RATIO,
+                 "naive_cores_busy": sum(f["naive_cpu_ms_per_job"].values()) / naive_wall}
         model = costs.get("model", {}).get(task)
         if model and lensq_cpu > model["batch_n"]:
             bound["without_model"] = cores * (naive_wall - model["batch_1"]) / (lensq_cpu - model["batch_n"])
@@ -342,8 +340,8 @@ def ratio_bounds(versus: dict, costs: dict, cores: int) -> dict:
 
 def bounds_text(bounds: dict, cores: int) -> str:
     def task_text(task: str, b: dict) -> str:
-        busy = f" with {b['naive_cores_busy']:.2f} cores busy" if "naive_cores_busy" in b else ""
-        text = (f"{task}: the naive service takes {b['naive_wall_ms']:.1f} ms of wall time per job{busy}, so "
+        text = (f"{task}: the naive service takes {b['naive_wall_ms']:.1f} ms of wall time per job with "
+                f"{b['naive_cores_busy']:.2f} cores busy, so "
                 f"{TARGET_RATIO:g}x needs LensQ at ≤ {b['cpu_for_target']:.1f} ms of CPU per job; it measured "
                 f"{b['lensq_cpu_ms']:.1f}, which allows at most **{b['full_use']:.1f}x**")
         if "without_model" in b:
@@ -359,7 +357,7 @@ def bounds_text(bounds: dict, cores: int) -> str:
               "and write shares) must come down instead.")
 
 
-def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
+def render(args, versus: dict, latency: dict, scaled: dict, costs: dict, bounds: dict) -> str:
     rows = [[task, f"{f['naive']:.1f}", f"{f['lensq']:.1f}", f"**{f['ratio']:.1f}x**", f"{f['lensq_batches']:.1f}",
              f"**{f['ratio_batches']:.1f}x**",
              ", ".join(f"{a / b:.1f}" for a, b in zip(f["lensq_runs"], f["naive_runs"]))]
@@ -404,7 +402,7 @@ def render(args, versus: dict, latency: dict, scaled: dict, costs: dict) -> str:
             + " the naive service's rate; the rest of the ratio comes from each service's overhead per job (the naive "
             "service pays a Celery task, a row write and a full-size decode per job, LensQ one claim and one write per "
             "batch).")
-    parts.append(bounds_text(ratio_bounds(versus, costs, CORES), CORES))
+    parts.append(bounds_text(bounds, CORES))
     if scaled:
         ratio = scaled[2] / scaled[1]
         parts.append(
@@ -435,10 +433,11 @@ def main(argv: list[str] | None = None) -> dict:
                                    args.latency_jobs, args.runs, warm_up=0 if args.smoke else WARM_UP_JOBS)
     scaled = scale_out(args.model, job_photos(args.scale_jobs, args.side)) if args.scale_jobs else {}
     costs = stage_costs(args.model, job_photos(4 if args.smoke else 32, args.side), tuple(args.tasks.split(",")))
+    bounds = ratio_bounds(versus, costs, CORES)
     figures = {"versus_naive": versus, "latency": latency, "scale_out": scaled, "jobs": args.jobs, "side": args.side,
-               "stage_ms_per_job": costs, "ratio_bounds": ratio_bounds(versus, costs, CORES)}
+               "stage_ms_per_job": costs, "ratio_bounds": bounds}
     write_section(args.json, "1, 4a, 7. End to end: against the naive service, overhead, scale-out",
-                  render(args, versus, latency, scaled, costs), figures)
+                  render(args, versus, latency, scaled, costs, bounds), figures)
     return figures
 
 
