@@ -35,6 +35,10 @@ class RetryPolicy:
     first_backoff: float = 0.5  # seconds before the second send without an answer; doubles each time
     max_wait: float = 60.0  # longest single wait, whatever Retry-After says
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be at least 1, not {self.attempts}")
+
     def wait_after_answer(self, response: httpx.Response) -> float | None:
         """Seconds to wait before sending again, or None when the answer is final."""
         if response.status_code not in REFUSED_FOR_NOW:
@@ -102,7 +106,8 @@ class LensqClient:
         """One API call, sent again as self.retry allows: its last answer, checked (LensqAPIError), or
         LensqUnreachable when no answer came."""
         request = self.http.build_request(method, url, **kwargs)
-        for attempt in range(1, self.retry.attempts + 1):
+        attempt = 1
+        while True:
             try:
                 response = self.http.send(request)
             except httpx.TransportError as exc:
@@ -116,7 +121,7 @@ class LensqClient:
                 why = f"HTTP {response.status_code}"
             log.warning("%s %s: %s; sending it again in %.1fs", method, request.url.path, why, wait)
             time.sleep(wait)
-        raise ValueError(f"RetryPolicy.attempts must be at least 1, not {self.retry.attempts}")
+            attempt += 1
 
     def submit_job(self, fields: dict[str, Any], *, idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

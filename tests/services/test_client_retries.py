@@ -171,3 +171,5 @@ def test_retry_after_is_capped_and_answers_that_are_final_are_not_retried():
     assert policy.wait_after_answer(answer(503)) == 0.5
     assert all(policy.wait_after_answer(answer(status)) is None for status in (200, 202, 400, 401, 404, 422, 500))
     assert [policy.wait_after_no_answer(n) for n in (1, 2, 3, 6)] == [0.5, 1.0, 2.0, 10]
+    with pytest.raises(ValueError, match="attempts"):
+        RetryPolicy(attempts=0)
